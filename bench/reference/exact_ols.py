@@ -22,6 +22,7 @@ from sklearn.feature_extraction import DictVectorizer
 
 CATEGORICAL = ["PULocationID", "DOLocationID"]
 NUMERICAL = ["trip_distance"]
+CROSSED = False  # --pu-do: the course's variant, categorical PU_DO = PU + "_" + DO
 
 
 def read_dataframe(path):
@@ -35,7 +36,9 @@ def read_dataframe(path):
     df[dropoff] = pd.to_datetime(df[dropoff])
     df["duration"] = (df[dropoff] - df[pickup]).dt.total_seconds() / 60.0
     df = df[(df.duration >= 1) & (df.duration <= 60)].copy()
-    df[CATEGORICAL] = df[CATEGORICAL].astype(str)
+    df[["PULocationID", "DOLocationID"]] = df[["PULocationID", "DOLocationID"]].astype(str)
+    if CROSSED:
+        df["PU_DO"] = df["PULocationID"] + "_" + df["DOLocationID"]
     return df
 
 
@@ -43,8 +46,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", nargs="+", required=True)
     parser.add_argument("--val", required=True)
+    parser.add_argument("--score", nargs="*", default=[], help="more files to score with the model")
     parser.add_argument("--show", type=int, default=5, help="validation predictions to print")
+    parser.add_argument("--pu-do", action="store_true", help="use the crossed PU_DO feature instead")
     args = parser.parse_args()
+    global CATEGORICAL, CROSSED
+    if args.pu_do:
+        CATEGORICAL, CROSSED = ["PU_DO"], True
 
     train = pd.concat([read_dataframe(p) for p in args.train], ignore_index=True)
     val = read_dataframe(args.val)
@@ -87,7 +95,13 @@ def main():
         "coef_trip_distance": float(coef[list(names).index("trip_distance")]),
         "coef_norm": float(np.linalg.norm(coef)),
         "val_predictions_head": [float(v) for v in val_pred[: args.show]],
+        "scored": {},
     }
+    for path in args.score:
+        df = read_dataframe(path)
+        x = dv.transform(df[CATEGORICAL + NUMERICAL].to_dict(orient="records")).toarray()
+        _, m = metrics(x, df["duration"].to_numpy())
+        out["scored"][path.rsplit("/", 1)[-1]] = {"rows": int(len(df)), **m}
     json.dump(out, sys.stdout, indent=1)
     print()
 

@@ -10,17 +10,19 @@
 //!    columns never overlap) with positive counts, so the Schur complement
 //!    `S = C − Bᵀ D⁻¹ B` of the remaining columns (other groups, numerical columns, intercept) is
 //!    small. For the course's `PU_DO` feature (~7,000 categories) `S` is 2 × 2.
-//! 3. `S` is equilibrated (unit diagonal), then solved with a symmetric eigendecomposition
+//! 3. `S` is equilibrated (columns scaled to unit sum of squares), then solved with a symmetric eigendecomposition
 //!    (rank-revealing): directions with eigenvalues below a relative tolerance are the null
 //!    space; the rest give a particular solution through the pseudo-inverse.
 //! 4. The null space of the whole system is lifted back (`z_A = −D⁻¹ B z_S`), and the particular
 //!    solution is moved within it to the minimum norm over the non-intercept coefficients, in the
 //!    original units. Any equilibration therefore leaves the answer unchanged.
 //!
-//! The linear algebra is `linfa-linalg` on `ndarray`; the elimination and the null-space
-//! projection are written here because no crate solves this structured problem.
+//! Matrices are `ndarray`; the symmetric eigendecompositions are `faer`'s (LAPACK-grade
+//! accuracy: `linfa-linalg`'s `eigh` was tried first and left residuals of 4e-3 on the
+//! equilibrated 2022-01 system, enough to move the training RMSE in the 7th digit). The
+//! elimination and the null-space projection are written here because no crate solves this
+//! structured problem.
 
-use linfa_linalg::eigh::EighInto;
 use ndarray::{Array1, Array2, Axis};
 
 use crate::error::{Error, Result};
@@ -168,11 +170,12 @@ pub fn fit_exact(spec: &FeatureSpec, stats: &GroupedStats) -> Result<Fit> {
     let s_mat = &c_mat - &b_scaled.t().dot(&b_scaled);
     let r = &b_s - &b_mat.t().dot(&(&b_a / &d));
 
-    // Equilibrate, decompose, split range and null space.
-    let scale: Array1<f64> = s_mat.diag().mapv(|v| if v > 0.0 { 1.0 / v.sqrt() } else { 1.0 });
+    // Equilibrate by the columns' own sums of squares (the diagonal of C, never rounding noise:
+    // scaling by S's diagonal would blow a numerically-zero row up to unit size), decompose, and
+    // split range and null space.
+    let scale: Array1<f64> = c_mat.diag().mapv(|v| if v > 0.0 { 1.0 / v.sqrt() } else { 1.0 });
     let s_eq = &s_mat * &scale.view().insert_axis(Axis(1)) * &scale.view().insert_axis(Axis(0));
-    let (values, vectors) =
-        s_eq.eigh_into().map_err(|e| Error::Fit(format!("eigendecomposition failed: {e}")))?;
+    let (values, vectors) = symmetric_eigen(&s_eq)?;
     let largest = values.iter().fold(0.0f64, |acc, v| acc.max(v.abs()));
     if !(largest > 0.0) || !largest.is_finite() {
         return Err(Error::Fit("the design matrix is zero or not finite".into()));
@@ -208,8 +211,7 @@ pub fn fit_exact(spec: &FeatureSpec, stats: &GroupedStats) -> Result<Fit> {
         let r_dim = z.len();
         let gram = Array2::from_shape_fn((r_dim, r_dim), |(i, j)| z[i].dot(&z[j]));
         let rhs = Array1::from_shape_fn(r_dim, |i| -z[i].dot(&penalised(&beta)));
-        let (g_values, g_vectors) =
-            gram.eigh_into().map_err(|e| Error::Fit(format!("null-space projection failed: {e}")))?;
+        let (g_values, g_vectors) = symmetric_eigen(&gram)?;
         let g_max = g_values.iter().fold(0.0f64, |a, v| a.max(*v));
         for (j, &value) in g_values.iter().enumerate() {
             if value > g_max * 1e-14 {
@@ -268,4 +270,16 @@ fn training_error(model: &LinearModel, stats: &GroupedStats, combo_index: &[Vec<
     let n = rows as f64;
     let total = sum_yy - sum_y * sum_y / n;
     ((rss.max(0.0) / n).sqrt(), 1.0 - rss / total)
+}
+
+/// Eigenvalues and eigenvectors (columns) of a symmetric matrix, with faer.
+fn symmetric_eigen(matrix: &Array2<f64>) -> Result<(Vec<f64>, Array2<f64>)> {
+    let n = matrix.nrows();
+    let mat = faer::Mat::<f64>::from_fn(n, n, |i, j| matrix[[i, j]]);
+    let evd = mat
+        .self_adjoint_eigen(faer::Side::Lower)
+        .map_err(|e| Error::Fit(format!("eigendecomposition did not converge: {e:?}")))?;
+    let values = (0..n).map(|j| evd.S()[j]).collect();
+    let vectors = Array2::from_shape_fn((n, n), |(i, j)| evd.U()[(i, j)]);
+    Ok((values, vectors))
 }
