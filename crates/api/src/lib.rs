@@ -16,3 +16,34 @@ pub mod common {
         tonic::include_proto!("lightops.common.v1");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn descriptor_set_describes_the_common_package() {
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("valid descriptor set");
+        let common =
+            set.file.iter().find(|f| f.package() == "lightops.common.v1").expect("lightops.common.v1 is in the set");
+        let messages: Vec<&str> = common.message_type.iter().map(|m| m.name()).collect();
+        for name in ["FeatureSpec", "Ride", "RegressionMetrics", "ModelRef"] {
+            assert!(messages.contains(&name), "{name} missing from {messages:?}");
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_on_the_wire() {
+        let ride = common::v1::Ride {
+            ride_id: "ride_xyz".into(),
+            pu_location_id: 100,
+            do_location_id: 102,
+            trip_distance: 30.0,
+            event_time_ms: 1_656_633_600_000,
+        };
+        let bytes = ride.encode_to_vec();
+        assert_eq!(common::v1::Ride::decode(bytes.as_slice()).expect("decode"), ride);
+    }
+}

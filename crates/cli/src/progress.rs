@@ -32,8 +32,10 @@ impl Bars {
     pub fn bytes(&self, total: Option<u64>, message: String) -> ProgressBar {
         let bar = self.multi.add(total.map_or_else(ProgressBar::new_spinner, ProgressBar::new));
         bar.set_style(
-            ProgressStyle::with_template("{spinner:.green} {msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner:.green} {msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.set_message(message);
         bar

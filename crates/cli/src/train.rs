@@ -37,7 +37,8 @@ pub fn run(global: &Global, args: TrainArgs) -> anyhow::Result<()> {
     let cache = global.home.join("cache").join("downloads");
     let download = DownloadBar::new(&bars);
     let localize = |flag: &str, location: &String| -> anyhow::Result<DataFile> {
-        let path = lightops_objstore::localize(location, &cache, &download).with_context(|| format!("{flag} {location}"))?;
+        let path =
+            lightops_objstore::localize(location, &cache, &download).with_context(|| format!("{flag} {location}"))?;
         Ok(DataFile { path, name: location.clone() })
     };
     let train_files = args.train.iter().map(|t| localize("--train", t)).collect::<anyhow::Result<Vec<_>>>()?;

@@ -131,7 +131,9 @@ pub fn read_trips(path: &Path, spec: &FeatureSpec) -> Result<Trips> {
             for column in &spec.numerical {
                 overwrite.insert(column.as_str().into(), DataType::Float64);
             }
-            for column in ["lpep_pickup_datetime", "lpep_dropoff_datetime", "tpep_pickup_datetime", "tpep_dropoff_datetime"] {
+            for column in
+                ["lpep_pickup_datetime", "lpep_dropoff_datetime", "tpep_pickup_datetime", "tpep_dropoff_datetime"]
+            {
                 overwrite.insert(column.into(), DataType::String);
             }
             LazyCsvReader::new(plpath)
@@ -154,7 +156,11 @@ pub fn read_trips(path: &Path, spec: &FeatureSpec) -> Result<Trips> {
     let key_columns = spec.key_columns();
     for column in key_columns.iter().chain(&spec.numerical) {
         if !schema.contains(column) {
-            return Err(Error::MissingColumn { path: path.to_path_buf(), column: column.clone(), available: available() });
+            return Err(Error::MissingColumn {
+                path: path.to_path_buf(),
+                column: column.clone(),
+                available: available(),
+            });
         }
     }
 
@@ -163,9 +169,8 @@ pub fn read_trips(path: &Path, spec: &FeatureSpec) -> Result<Trips> {
     let frame = lazy.select(wanted).collect().map_err(unreadable)?;
     let rows = frame.height();
 
-    let column = |name: &str| -> Result<&Series> {
-        frame.column(name).map(Column::as_materialized_series).map_err(unreadable)
-    };
+    let column =
+        |name: &str| -> Result<&Series> { frame.column(name).map(Column::as_materialized_series).map_err(unreadable) };
     let pickup_us = datetime_micros(path, pickup, column(pickup)?)?;
     let dropoff_us = datetime_micros(path, dropoff, column(dropoff)?)?;
     let raw_keys: Vec<RawKey> =

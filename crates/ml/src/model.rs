@@ -55,13 +55,14 @@ impl LinearModel {
         }
         for group in &groups {
             if group.categories.len() != group.coefficients.len() {
-                return Err(Error::Spec(format!("group `{}`: categories and coefficients differ in length", group.name)));
+                return Err(Error::Spec(format!(
+                    "group `{}`: categories and coefficients differ in length",
+                    group.name
+                )));
             }
         }
-        let lookups = groups
-            .iter()
-            .map(|g| g.categories.iter().cloned().zip(g.coefficients.iter().copied()).collect())
-            .collect();
+        let lookups =
+            groups.iter().map(|g| g.categories.iter().cloned().zip(g.coefficients.iter().copied()).collect()).collect();
         Ok(Self { spec, groups, numeric, intercept, lookups })
     }
 

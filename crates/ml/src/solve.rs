@@ -98,9 +98,7 @@ pub fn fit_exact(spec: &FeatureSpec, stats: &GroupedStats) -> Result<Fit> {
     }
     let combo_index: Vec<Vec<usize>> = combo_names
         .iter()
-        .map(|names| {
-            names.iter().enumerate().map(|(g, n)| vocab[g].binary_search(n).unwrap_or_default()).collect()
-        })
+        .map(|names| names.iter().enumerate().map(|(g, n)| vocab[g].binary_search(n).unwrap_or_default()).collect())
         .collect();
 
     let eliminated = (0..vocab.len()).max_by_key(|&g| vocab[g].len());
@@ -142,7 +140,10 @@ pub fn fit_exact(spec: &FeatureSpec, stats: &GroupedStats) -> Result<Fit> {
             for &(col_j, sum_j, _) in &active[i..] {
                 // Products of one-hot/intercept columns are counts; of one with a numerical
                 // column, that column's sum; of two numerical columns, their cross sum.
-                let value = match (col_i >= numeric_offset && col_i < intercept, col_j >= numeric_offset && col_j < intercept) {
+                let value = match (
+                    col_i >= numeric_offset && col_i < intercept,
+                    col_j >= numeric_offset && col_j < intercept,
+                ) {
                     (true, true) => record.sum_xx(col_i - numeric_offset, col_j - numeric_offset),
                     (true, false) => sum_i,
                     (false, true) => sum_j,
@@ -174,10 +175,10 @@ pub fn fit_exact(spec: &FeatureSpec, stats: &GroupedStats) -> Result<Fit> {
     // scaling by S's diagonal would blow a numerically-zero row up to unit size), decompose, and
     // split range and null space.
     let scale: Array1<f64> = c_mat.diag().mapv(|v| if v > 0.0 { 1.0 / v.sqrt() } else { 1.0 });
-    let s_eq = &s_mat * &scale.view().insert_axis(Axis(1)) * &scale.view().insert_axis(Axis(0));
+    let s_eq = &s_mat * &scale.view().insert_axis(Axis(1)) * scale.view().insert_axis(Axis(0));
     let (values, vectors) = symmetric_eigen(&s_eq)?;
     let largest = values.iter().fold(0.0f64, |acc, v| acc.max(v.abs()));
-    if !(largest > 0.0) || !largest.is_finite() {
+    if largest <= 0.0 || !largest.is_finite() {
         return Err(Error::Fit("the design matrix is zero or not finite".into()));
     }
     let cutoff = largest * RANK_TOLERANCE;
@@ -200,10 +201,8 @@ pub fn fit_exact(spec: &FeatureSpec, stats: &GroupedStats) -> Result<Fit> {
 
     // Null space of the whole system, then the minimum-norm move within it (intercept excluded).
     let mut beta = ndarray::concatenate![Axis(0), beta_a, beta_s];
-    let null: Vec<Array1<f64>> = null_small
-        .iter()
-        .map(|z_s| ndarray::concatenate![Axis(0), -(b_mat.dot(z_s) / &d), z_s.view()])
-        .collect();
+    let null: Vec<Array1<f64>> =
+        null_small.iter().map(|z_s| ndarray::concatenate![Axis(0), -(b_mat.dot(z_s) / &d), z_s.view()]).collect();
     if !null.is_empty() {
         let total = m + small;
         let penalised = |v: &Array1<f64>| v.slice(ndarray::s![..total - 1]).to_owned();
@@ -254,8 +253,7 @@ fn training_error(model: &LinearModel, stats: &GroupedStats, combo_index: &[Vec<
     let k = w.len();
     let (mut rss, mut sum_y, mut sum_yy) = (0.0, 0.0, 0.0);
     for ((_, record), groups) in stats.records().zip(combo_index) {
-        let a = model.intercept
-            + groups.iter().enumerate().map(|(g, &c)| model.groups[g].coefficients[c]).sum::<f64>();
+        let a = model.intercept + groups.iter().enumerate().map(|(g, &c)| model.groups[g].coefficients[c]).sum::<f64>();
         let mut combo = record.sum_yy() - 2.0 * a * record.sum_y() + a * a * record.count();
         for l in 0..k {
             combo += 2.0 * w[l] * (a * record.sum_x(l) - record.sum_xy(l));

@@ -163,8 +163,7 @@ mod tests {
         let err = spec.validate().expect_err("duplicate");
         assert!(err.to_string().contains("`PULocationID` is listed twice"), "{err}");
 
-        let mut spec = FeatureSpec::default();
-        spec.target_min = 61.0;
+        let spec = FeatureSpec { target_min: 61.0, ..FeatureSpec::default() };
         assert!(spec.validate().expect_err("range").to_string().contains("[61, 60]"));
 
         let empty = FeatureSpec { categorical: vec![], numerical: vec![], crossed: vec![], ..FeatureSpec::default() };

@@ -98,7 +98,12 @@ fn linfa_and_exact_solvers_give_the_same_predictions_on_a_full_rank_coding() {
     let by_linfa = train(&spec, &files, &files[0], Solver::Linfa, &NoProgress).expect("linfa train");
     let by_exact = train(&spec, &files, &files[0], Solver::Exact, &NoProgress).expect("exact train");
     assert_close("val rmse", by_linfa.validation.rmse, by_exact.validation.rmse, 1e-10);
-    assert_close("train rmse", by_linfa.artifact.body.training.train.rmse, by_exact.artifact.body.training.train.rmse, 1e-10);
+    assert_close(
+        "train rmse",
+        by_linfa.artifact.body.training.train.rmse,
+        by_exact.artifact.body.training.train.rmse,
+        1e-10,
+    );
     assert_eq!(by_linfa.artifact.body.training.solver, "linfa-qr");
 }
 

@@ -100,11 +100,7 @@ pub fn localize(location: &str, cache_dir: &Path, progress: &dyn DownloadProgres
 /// The cache file for a URL: `<sha256(url)[..16]>-<last path segment>`.
 pub fn cache_path(url: &Url, cache_dir: &Path) -> PathBuf {
     let digest = hex::encode(Sha256::digest(url.as_str().as_bytes()));
-    let name = url
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("download");
+    let name = url.path_segments().and_then(|mut s| s.next_back()).filter(|s| !s.is_empty()).unwrap_or("download");
     cache_dir.join(format!("{}-{name}", &digest[..16]))
 }
 
@@ -123,11 +119,8 @@ pub fn download_cached(url: &Url, cache_dir: &Path, progress: &dyn DownloadProgr
         .build()
         .into();
     let response = agent.get(url.as_str()).call().map_err(|e| failed(describe(&e)))?;
-    let total = response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let total =
+        response.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     progress.start(url.as_str(), total);
     let partial = target.with_extension("part");
     let result = (|| {

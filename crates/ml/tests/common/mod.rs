@@ -45,9 +45,7 @@ pub fn assert_close(what: &str, actual: f64, expected: f64, tolerance: f64) {
 
 /// The real TLC data directory (`LIGHTOPS_DATA`, default `../shared/data` beside the checkout).
 pub fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("LIGHTOPS_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/data"));
+    let dir = std::env::var_os("LIGHTOPS_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
     if dir.join("green_tripdata_2022-01.parquet").exists() {
         Some(dir)
     } else {
