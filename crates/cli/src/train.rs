@@ -27,7 +27,11 @@ struct Summary {
     solver: &'static str,
     artifact: String,
     sha256: String,
+    /// Wall time of the whole command, then of its steps.
     seconds: f64,
+    read_seconds: f64,
+    fit_seconds: f64,
+    validate_seconds: f64,
 }
 
 pub fn run(global: &Global, args: TrainArgs) -> anyhow::Result<()> {
@@ -75,6 +79,9 @@ pub fn run(global: &Global, args: TrainArgs) -> anyhow::Result<()> {
         artifact: artifact_path.display().to_string(),
         sha256: sha,
         seconds: started.elapsed().as_secs_f64(),
+        read_seconds: trained.timings.read.as_secs_f64(),
+        fit_seconds: trained.timings.fit.as_secs_f64(),
+        validate_seconds: trained.timings.validate.as_secs_f64(),
     };
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -91,7 +98,10 @@ fn print_human(s: &Summary) {
     println!("  val RMSE     {:.5}   MAE {:.5}   R² {:.4}", s.rmse, s.mae, s.r2);
     println!("  artifact     {}", s.artifact);
     println!("  sha256       {}", s.sha256);
-    println!("  took         {:.2} s", s.seconds);
+    println!(
+        "  took         {:.2} s (read {:.2}, fit {:.2}, validate {:.2})",
+        s.seconds, s.read_seconds, s.fit_seconds, s.validate_seconds
+    );
 }
 
 fn default_out_dir(global: &Global, trained_at: &str, sha: &str) -> PathBuf {
