@@ -19,6 +19,7 @@ import sys
 import numpy as np
 import pandas as pd
 from sklearn.feature_extraction import DictVectorizer
+from workshop_train import read_dataframe as workshop_read_dataframe
 
 CATEGORICAL = ["PULocationID", "DOLocationID"]
 NUMERICAL = ["trip_distance"]
@@ -26,17 +27,8 @@ CROSSED = False  # --pu-do: the course's variant, categorical PU_DO = PU + "_" +
 
 
 def read_dataframe(path):
-    if path.endswith(".parquet"):
-        df = pd.read_parquet(path)
-    else:
-        df = pd.read_csv(path)
-    pickup = "lpep_pickup_datetime" if "lpep_pickup_datetime" in df else "tpep_pickup_datetime"
-    dropoff = pickup.replace("pickup", "dropoff")
-    df[pickup] = pd.to_datetime(df[pickup])
-    df[dropoff] = pd.to_datetime(df[dropoff])
-    df["duration"] = (df[dropoff] - df[pickup]).dt.total_seconds() / 60.0
-    df = df[(df.duration >= 1) & (df.duration <= 60)].copy()
-    df[["PULocationID", "DOLocationID"]] = df[["PULocationID", "DOLocationID"]].astype(str)
+    """The workshop's reader (shared with workshop_train.py), plus the crossed PU_DO column."""
+    df = workshop_read_dataframe(path)
     if CROSSED:
         df["PU_DO"] = df["PULocationID"] + "_" + df["DOLocationID"]
     return df
