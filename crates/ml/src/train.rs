@@ -164,10 +164,9 @@ pub fn train(
 ///
 /// Files are decoded one at a time (polars parallelises within a file) while a second thread
 /// accumulates the previous one, so at most three files' rows are in memory. Decoding several
-/// files concurrently from different threads was ~10% faster (0.90 s vs 1.0 s for 7.3 M rows) but
-/// polars 0.55 then kept the
-/// decoded columns alive (RSS grew ~2.7 MB per file: 600 MB over 220 files), which breaks the
-/// bounded-memory promise.
+/// files concurrently from different threads was ~10% faster (0.90 s vs 1.0 s for 7.3 M rows),
+/// but polars 0.55 then kept the decoded columns alive (RSS grew ~2.7 MB per file: 600 MB over
+/// 220 files), which breaks the bounded-memory promise.
 pub fn accumulate(spec: &FeatureSpec, files: &[DataFile], progress: &dyn Progress) -> Result<GroupedStats> {
     let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, Trips)>(1);
     std::thread::scope(|scope| {
