@@ -54,7 +54,7 @@ pub struct TrainArgs {
     /// overrides the feature flags below.
     #[arg(long, env = "LIGHTOPS_SPEC")]
     pub spec: Option<PathBuf>,
-    /// One-hot encoded columns.
+    /// One-hot encoded columns (an empty value for none, e.g. with --crossed only).
     #[arg(long, env = "LIGHTOPS_CATEGORICAL", value_delimiter = ',', default_value = "PULocationID,DOLocationID")]
     pub categorical: Vec<String>,
     /// Numerical columns.
