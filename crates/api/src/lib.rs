@@ -9,6 +9,14 @@
 /// Encoded `google.protobuf.FileDescriptorSet` of all lightops protos, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lightops_descriptor");
 
+/// `lightops.registry.v1`: experiment tracking and the model registry.
+pub mod registry {
+    /// Version 1 of the registry API.
+    pub mod v1 {
+        tonic::include_proto!("lightops.registry.v1");
+    }
+}
+
 /// `lightops.common.v1`: messages shared by every service.
 pub mod common {
     /// Version 1 of the shared messages.
