@@ -31,6 +31,32 @@ pub struct Global {
 pub enum Command {
     /// Train the ride-duration model on TLC trip files and validate it on another.
     Train(TrainArgs),
+    /// Run one lightops service in the foreground until Ctrl-C or SIGTERM.
+    #[command(subcommand)]
+    Serve(ServeCommand),
+}
+
+/// `lightops serve <service>`.
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// Experiment tracking and the model registry (gRPC; default port 5000, where the workshop
+    /// ran MLflow).
+    Registry(ServeRegistryArgs),
+}
+
+/// `lightops serve registry`.
+#[derive(Debug, Args)]
+pub struct ServeRegistryArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LIGHTOPS_REGISTRY_LISTEN", default_value = "127.0.0.1:5000")]
+    pub listen: std::net::SocketAddr,
+    /// Metadata store: sqlite://PATH or postgres://USER:PASSWORD@HOST/DB
+    /// [default: sqlite://$LIGHTOPS_HOME/registry.db].
+    #[arg(long, env = "LIGHTOPS_REGISTRY_STORE")]
+    pub store: Option<String>,
+    /// Default artifact root for new experiments [default: $LIGHTOPS_HOME/artifacts].
+    #[arg(long, env = "LIGHTOPS_ARTIFACT_ROOT")]
+    pub artifact_root: Option<String>,
 }
 
 /// `lightops train`.

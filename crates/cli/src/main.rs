@@ -3,6 +3,7 @@
 
 mod cli;
 mod progress;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match args.command {
         cli::Command::Train(train) => train::run(&args.global, train),
+        cli::Command::Serve(service) => serve::run(&args.global, service),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

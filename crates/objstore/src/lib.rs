@@ -3,8 +3,11 @@
 //! A location is a local path (or `file://` URL) or an `https://`/`http://` URL. Remote files are
 //! downloaded once into a cache directory (normally `LIGHTOPS_HOME/cache/downloads`), named after
 //! the URL's sha256 so two URLs never collide, written to a temporary file and renamed so an
-//! interrupted download never leaves a partial file behind. `s3://` arrives with the registry's
-//! object store and is refused here with a message saying so.
+//! interrupted download never leaves a partial file behind. `s3://` data files are not read
+//! through here yet (refused with a message saying so); [`artifacts`] is the artifact store
+//! (local directory or S3) the services share.
+
+pub mod artifacts;
 
 use std::fs::File;
 use std::io::{Read, Write};

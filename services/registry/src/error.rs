@@ -22,6 +22,12 @@ pub enum Error {
     /// The request conflicts with what is recorded (e.g. rewriting a param).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Stored bytes no longer match their recorded checksum.
+    #[error("{0}")]
+    DataLoss(String),
+    /// The artifact store failed.
+    #[error("artifact store: {0}")]
+    Storage(#[from] lightops_objstore::artifacts::StoreError),
     /// The store is not open yet.
     #[error("the registry store is not open yet")]
     NotReady,
@@ -48,6 +54,10 @@ impl From<Error> for Status {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::NotReady => Code::Unavailable,
+            Error::DataLoss(_) => Code::DataLoss,
+            Error::Storage(lightops_objstore::artifacts::StoreError::NotFound(_)) => Code::NotFound,
+            Error::Storage(lightops_objstore::artifacts::StoreError::BadKey(_)) => Code::InvalidArgument,
+            Error::Storage(_) => Code::Unavailable,
             Error::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => {
                 Code::Unavailable
             }

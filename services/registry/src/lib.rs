@@ -5,6 +5,7 @@
 //! [`serve`] runs it on a listener with grpc.health.v1 (NOT_SERVING until the store is open) and
 //! reflection; `lightops serve registry` is the command that calls it.
 
+pub mod artifacts;
 pub mod error;
 pub mod filter;
 pub mod service;
@@ -14,11 +15,13 @@ pub mod uri;
 use std::future::Future;
 use std::sync::Arc;
 
+use lightops_api::registry::v1::artifacts_server::ArtifactsServer;
 use lightops_api::registry::v1::registry_server::RegistryServer;
 use lightops_api::registry::v1::tracking_server::TrackingServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use artifacts::ArtifactService;
 pub use error::{Error, Result};
 pub use service::RegistryService;
 pub use store::Store;
@@ -48,19 +51,22 @@ pub enum ServeError {
 
 /// Serves the registry on `listener` until `shutdown` completes, then drains in-flight calls.
 ///
-/// The server answers health checks from the start (NOT_SERVING), opens the store, then flips
-/// `lightops.registry.v1.Tracking`, `lightops.registry.v1.Registry` and the overall status to
-/// SERVING.
+/// The server answers health checks from the start (NOT_SERVING), opens the metadata store and
+/// the artifact store, then flips `lightops.registry.v1.Tracking`, `…Registry`, `…Artifacts` and
+/// the overall status to SERVING.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let store = Arc::new(tokio::sync::OnceCell::new());
+    let files = Arc::new(tokio::sync::OnceCell::new());
     let service = RegistryService::new(store.clone());
+    let artifacts = ArtifactService::new(store.clone(), files.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<TrackingServer<RegistryService>>().await;
     reporter.set_not_serving::<RegistryServer<RegistryService>>().await;
+    reporter.set_not_serving::<ArtifactsServer<ArtifactService>>().await;
     reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(lightops_api::FILE_DESCRIPTOR_SET)
@@ -71,13 +77,22 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(TrackingServer::new(service.clone()))
         .add_service(RegistryServer::new(service))
+        .add_service(ArtifactsServer::new(artifacts))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
     let server = tokio::spawn(server);
 
-    let opened = Store::open(&config.store_url, &config.artifact_root).await;
+    let opened = match Store::open(&config.store_url, &config.artifact_root).await {
+        Ok(opened) => lightops_objstore::artifacts::ArtifactStore::open(&config.artifact_root)
+            .await
+            .map(|artifact_store| (opened, artifact_store))
+            .map_err(Error::from),
+        Err(error) => Err(error),
+    };
     match opened {
-        Ok(opened) => {
+        Ok((opened, artifact_store)) => {
             let _ = store.set(opened);
+            let _ = files.set(artifact_store);
+            reporter.set_serving::<ArtifactsServer<ArtifactService>>().await;
             reporter.set_serving::<TrackingServer<RegistryService>>().await;
             reporter.set_serving::<RegistryServer<RegistryService>>().await;
             reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;

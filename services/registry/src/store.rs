@@ -34,8 +34,14 @@ pub enum Backend {
     Postgres,
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
-const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_artifacts.sql")),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_artifacts.sql")),
+];
 
 /// Run statuses as stored, indexed by the proto enum value.
 const RUN_STATUSES: [&str; 6] = ["", "RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"];
@@ -920,6 +926,64 @@ impl Store {
         };
         self.model_version(name, version).await
     }
+}
+
+impl Store {
+    /// The experiment id of a run (NOT_FOUND if the run does not exist).
+    pub async fn run_experiment(&self, run_id: &str) -> Result<String> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT experiment_id FROM runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        id.map(|id| id.to_string()).ok_or_else(|| Error::NotFound(format!("run {run_id}")))
+    }
+
+    /// Records an uploaded file (replacing an earlier upload of the same path).
+    pub async fn record_artifact(&self, info: &pb::ArtifactInfo) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO artifacts (run_id, path, size, sha256, uri) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (run_id, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, uri = excluded.uri",
+        )
+        .bind(&info.run_id)
+        .bind(&info.path)
+        .bind(info.size as i64)
+        .bind(&info.sha256)
+        .bind(&info.uri)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A recorded file.
+    pub async fn artifact(&self, run_id: &str, path: &str) -> Result<pb::ArtifactInfo> {
+        let row = sqlx::query("SELECT * FROM artifacts WHERE run_id = $1 AND path = $2")
+            .bind(run_id)
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("artifact {path} of run {run_id}")))?;
+        artifact_from_row(&row)
+    }
+
+    /// A run's recorded files, by path.
+    pub async fn artifacts(&self, run_id: &str) -> Result<Vec<pb::ArtifactInfo>> {
+        self.run_experiment(run_id).await?;
+        let rows = sqlx::query("SELECT * FROM artifacts WHERE run_id = $1 ORDER BY path")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(artifact_from_row).collect()
+    }
+}
+
+fn artifact_from_row(row: &AnyRow) -> Result<pb::ArtifactInfo> {
+    Ok(pb::ArtifactInfo {
+        run_id: row.try_get("run_id")?,
+        path: row.try_get("path")?,
+        size: row.try_get::<i64, _>("size")? as u64,
+        sha256: row.try_get("sha256")?,
+        uri: row.try_get("uri")?,
+    })
 }
 
 fn metric_from_row(row: &AnyRow) -> Result<pb::Metric> {

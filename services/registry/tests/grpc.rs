@@ -556,3 +556,79 @@ async fn health_and_reflection_are_served() {
     }
     server.stop().await;
 }
+
+async fn artifacts_scenario(server: &Server, artifact_root: &std::path::Path) {
+    use pb::artifacts_client::ArtifactsClient;
+    let channel = server.channel().await;
+    let mut tracking = TrackingClient::new(channel.clone());
+    let mut artifacts = ArtifactsClient::new(channel);
+    let experiment = tracking
+        .create_experiment(pb::CreateExperimentRequest { name: "files".into(), ..Default::default() })
+        .await
+        .expect("experiment")
+        .into_inner();
+    let run = tracking
+        .create_run(pb::CreateRunRequest { experiment_id: experiment.experiment_id.clone(), ..Default::default() })
+        .await
+        .expect("run")
+        .into_inner();
+    // 200 kB of deterministic bytes, uploaded in 7 kB chunks.
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let chunks: Vec<pb::UploadChunk> = content
+        .chunks(7_000)
+        .enumerate()
+        .map(|(i, data)| pb::UploadChunk {
+            run_id: if i == 0 { run.run_id.clone() } else { String::new() },
+            path: if i == 0 { "model/model.json".into() } else { String::new() },
+            data: data.to_vec(),
+        })
+        .collect();
+    let info = artifacts.upload(futures::stream::iter(chunks)).await.expect("upload").into_inner();
+    assert_eq!(info.size, 200_000);
+    {
+        use sha2::Digest;
+        assert_eq!(info.sha256, hex::encode(sha2::Sha256::digest(&content)));
+    }
+    let listed =
+        artifacts.list(pb::ListArtifactsRequest { run_id: run.run_id.clone() }).await.expect("list").into_inner();
+    assert_eq!(listed.files, vec![info.clone()]);
+
+    let download = |path: &str| pb::DownloadRequest { run_id: run.run_id.clone(), path: path.into() };
+    let mut stream = artifacts.download(download("model/model.json")).await.expect("download").into_inner();
+    let mut received = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        received.extend_from_slice(&chunk.data);
+    }
+    assert_eq!(received, content, "byte-identical round trip");
+
+    let escape = artifacts
+        .upload(futures::stream::iter([pb::UploadChunk {
+            run_id: run.run_id.clone(),
+            path: "../../etc/x".into(),
+            data: vec![1],
+        }]))
+        .await
+        .expect_err("escaping path");
+    assert_eq!(escape.code(), Code::InvalidArgument);
+    let unknown =
+        artifacts.download(pb::DownloadRequest { run_id: "nope".into(), path: "a".into() }).await.expect_err("run");
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    // Tamper with the stored file: the registry refuses to serve it.
+    let stored = artifact_root.join(&experiment.experiment_id).join(&run.run_id).join("artifacts/model/model.json");
+    assert_eq!(std::path::PathBuf::from(&info.uri), stored);
+    let mut bytes = std::fs::read(&stored).expect("stored file");
+    bytes[1_000] ^= 0xff;
+    std::fs::write(&stored, &bytes).expect("tamper");
+    let tampered = artifacts.download(download("model/model.json")).await.expect_err("tampered");
+    assert_eq!(tampered.code(), Code::DataLoss);
+    assert!(tampered.message().contains("refusing to serve it"), "{}", tampered.message());
+}
+
+#[tokio::test]
+async fn sqlite_artifacts_on_local_disk() {
+    let server = Server::start(None).await;
+    let root = server._dir.path().join("artifacts");
+    artifacts_scenario(&server, &root).await;
+    server.stop().await;
+}
