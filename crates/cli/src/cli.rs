@@ -34,6 +34,63 @@ pub enum Command {
     /// Run one lightops service in the foreground until Ctrl-C or SIGTERM.
     #[command(subcommand)]
     Serve(ServeCommand),
+    /// Registered models: list, show, resolve URIs, set aliases, change stages.
+    Models(ModelsArgs),
+}
+
+/// `lightops models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// The registry, e.g. http://127.0.0.1:5000.
+    #[arg(long, env = "LIGHTOPS_REGISTRY", default_value = "http://127.0.0.1:5000", global = true)]
+    pub registry: String,
+    /// Print JSON instead of tables.
+    #[arg(long, env = "LIGHTOPS_JSON", global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: ModelsCommand,
+}
+
+/// `lightops models <command>`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List registered models (name contains TEXT).
+    List {
+        /// Only models whose name contains this.
+        #[arg(long, env = "LIGHTOPS_NAME_CONTAINS", default_value = "")]
+        contains: String,
+    },
+    /// Show a model and its versions.
+    Show {
+        /// Registered model name.
+        name: String,
+    },
+    /// Resolve models:/NAME@ALIAS, models:/NAME/STAGE or models:/NAME/VERSION to run, source and version.
+    Resolve {
+        /// The URI.
+        uri: String,
+    },
+    /// Point an alias at a version.
+    Alias {
+        /// Registered model name.
+        name: String,
+        /// Alias, e.g. staging or champion.
+        alias: String,
+        /// Version number.
+        version: i64,
+    },
+    /// Move a version to a stage (None, Staging, Production, Archived), archiving the others there.
+    Promote {
+        /// Registered model name.
+        name: String,
+        /// Version number.
+        version: i64,
+        /// Target stage.
+        stage: String,
+        /// Keep the other versions in that stage instead of archiving them.
+        #[arg(long, env = "LIGHTOPS_KEEP_EXISTING")]
+        keep_existing: bool,
+    },
 }
 
 /// `lightops serve <service>`.
@@ -89,6 +146,18 @@ pub struct TrainArgs {
     /// Crossed categorical features as NAME=COL1+COL2, e.g. PU_DO=PULocationID+DOLocationID.
     #[arg(long, env = "LIGHTOPS_CROSSED", value_delimiter = ',')]
     pub crossed: Vec<String>,
+    /// Registry to log the run to, e.g. http://127.0.0.1:5000 (nothing is logged without it).
+    #[arg(long, env = "LIGHTOPS_REGISTRY")]
+    pub registry: Option<String>,
+    /// Experiment to log the run in (created when missing).
+    #[arg(long, env = "LIGHTOPS_EXPERIMENT", default_value = "nyc-taxi-experiment", requires = "registry")]
+    pub experiment: String,
+    /// Register the trained model as a new version of this registered model.
+    #[arg(long, env = "LIGHTOPS_REGISTER_AS", requires = "registry")]
+    pub register_as: Option<String>,
+    /// Point this alias (e.g. staging) at the new version.
+    #[arg(long, env = "LIGHTOPS_ALIAS", requires = "register_as")]
+    pub alias: Option<String>,
     /// Least-squares solver: exact (streamed, any size) or linfa (dense QR, small data).
     #[arg(long, env = "LIGHTOPS_SOLVER", value_enum, default_value_t = SolverArg::Exact)]
     pub solver: SolverArg,

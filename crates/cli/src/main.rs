@@ -2,7 +2,9 @@
 //! module, print errors.
 
 mod cli;
+mod models;
 mod progress;
+mod registry_client;
 mod serve;
 mod train;
 
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         cli::Command::Train(train) => train::run(&args.global, train),
         cli::Command::Serve(service) => serve::run(&args.global, service),
+        cli::Command::Models(models) => models::run(models),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

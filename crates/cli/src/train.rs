@@ -27,6 +27,12 @@ struct Summary {
     solver: &'static str,
     artifact: String,
     sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registered_artifact: Option<String>,
     /// Wall time of the whole command, then of its steps.
     seconds: f64,
     read_seconds: f64,
@@ -65,6 +71,10 @@ pub fn run(global: &Global, args: TrainArgs) -> anyhow::Result<()> {
     trained.artifact.save(&artifact_path)?;
 
     let info = &trained.artifact.body.training;
+    let logged = match &args.registry {
+        Some(url) => Some(log_to_registry(url, &args, &trained, &bars)?),
+        None => None,
+    };
     let summary = Summary {
         train_rows: info.train_rows,
         val_rows: info.val_rows,
@@ -78,6 +88,9 @@ pub fn run(global: &Global, args: TrainArgs) -> anyhow::Result<()> {
         solver: solver.name(),
         artifact: artifact_path.display().to_string(),
         sha256: sha,
+        run_id: logged.as_ref().map(|l| l.run_id.clone()),
+        model_version: logged.as_ref().and_then(|l| l.model_version).map(|v| v.to_string()),
+        registered_artifact: logged.as_ref().map(|l| l.artifact_uri.clone()),
         seconds: started.elapsed().as_secs_f64(),
         read_seconds: trained.timings.read.as_secs_f64(),
         fit_seconds: trained.timings.fit.as_secs_f64(),
@@ -91,6 +104,54 @@ pub fn run(global: &Global, args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs the run (params, metrics, model file) to the registry and registers a version if asked.
+fn log_to_registry(
+    url: &str,
+    args: &TrainArgs,
+    trained: &lightops_ml::Trained,
+    bars: &Bars,
+) -> anyhow::Result<crate::registry_client::Logged> {
+    let spinner = bars.spinner("logging to the registry");
+    let body = &trained.artifact.body;
+    let spec = &body.feature_spec;
+    let crossed: Vec<String> = spec.crossed.iter().map(|c| format!("{}={}", c.name, c.columns.join("+"))).collect();
+    let params = vec![
+        ("categorical".to_owned(), spec.categorical.join(",")),
+        ("numerical".to_owned(), spec.numerical.join(",")),
+        ("crossed".to_owned(), crossed.join(",")),
+        ("target_range".to_owned(), format!("{}..={}", spec.target_min, spec.target_max)),
+        ("solver".to_owned(), body.training.solver.clone()),
+        ("train".to_owned(), body.training.train_sources.join(",")),
+        ("val".to_owned(), body.training.val_source.clone()),
+    ];
+    let info = &body.training;
+    let metrics = vec![
+        ("rmse".to_owned(), info.validation.rmse),
+        ("mae".to_owned(), info.validation.mae),
+        ("r2".to_owned(), info.validation.r2),
+        ("train_rmse".to_owned(), info.train.rmse),
+        ("train_r2".to_owned(), info.train.r2),
+        ("train_rows".to_owned(), info.train_rows as f64),
+        ("val_rows".to_owned(), info.val_rows as f64),
+        ("features".to_owned(), trained.artifact.model.feature_count() as f64),
+    ];
+    let run = crate::registry_client::TrainingRun {
+        experiment: &args.experiment,
+        params,
+        metrics,
+        artifact: trained.artifact.to_bytes(),
+        register_as: args.register_as.as_deref(),
+        alias: args.alias.as_deref(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let logged = runtime.block_on(async {
+        let mut registry = crate::registry_client::Registry::connect(url).await?;
+        crate::registry_client::log_training(&mut registry, run).await
+    });
+    spinner.finish_and_clear();
+    logged
+}
+
 fn print_human(s: &Summary) {
     println!("trained {} on {} rows, validated on {} rows", s.solver, s.train_rows, s.val_rows);
     println!("  features     {} (rank {})", s.features, s.rank);
@@ -98,6 +159,12 @@ fn print_human(s: &Summary) {
     println!("  val RMSE     {:.5}   MAE {:.5}   R² {:.4}", s.rmse, s.mae, s.r2);
     println!("  artifact     {}", s.artifact);
     println!("  sha256       {}", s.sha256);
+    if let Some(run_id) = &s.run_id {
+        println!("  run          {run_id}");
+    }
+    if let Some(version) = &s.model_version {
+        println!("  registered   version {version}");
+    }
     println!(
         "  took         {:.2} s (read {:.2}, fit {:.2}, validate {:.2})",
         s.seconds, s.read_seconds, s.fit_seconds, s.validate_seconds
