@@ -36,6 +36,46 @@ pub enum Command {
     Serve(ServeCommand),
     /// Registered models: list, show, resolve URIs, set aliases, change stages.
     Models(ModelsArgs),
+    /// Tracked runs: search and show.
+    Runs(RunsArgs),
+}
+
+/// `lightops runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// The registry, e.g. http://127.0.0.1:5000.
+    #[arg(long, env = "LIGHTOPS_REGISTRY", default_value = "http://127.0.0.1:5000", global = true)]
+    pub registry: String,
+    /// Print JSON instead of tables.
+    #[arg(long, env = "LIGHTOPS_JSON", global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: RunsCommand,
+}
+
+/// `lightops runs <command>`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Search runs of an experiment with MLflow's filter language.
+    List {
+        /// Experiment name.
+        #[arg(long, env = "LIGHTOPS_EXPERIMENT", default_value = "nyc-taxi-experiment")]
+        experiment: String,
+        /// Filter, e.g. 'metrics.rmse < 8.5 and params.solver = "exact-ols"'.
+        #[arg(long, env = "LIGHTOPS_FILTER", default_value = "")]
+        filter: String,
+        /// Order, e.g. 'metrics.rmse ASC' (repeatable).
+        #[arg(long = "order-by", env = "LIGHTOPS_ORDER_BY", value_delimiter = ';')]
+        order_by: Vec<String>,
+        /// How many runs at most.
+        #[arg(long, env = "LIGHTOPS_LIMIT", default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one run: params, latest metrics, tags, artifacts.
+    Show {
+        /// Run id.
+        run_id: String,
+    },
 }
 
 /// `lightops models`.

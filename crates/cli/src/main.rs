@@ -5,6 +5,7 @@ mod cli;
 mod models;
 mod progress;
 mod registry_client;
+mod runs;
 mod serve;
 mod train;
 
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         cli::Command::Train(train) => train::run(&args.global, train),
         cli::Command::Serve(service) => serve::run(&args.global, service),
         cli::Command::Models(models) => models::run(models),
+        cli::Command::Runs(runs) => runs::run(runs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

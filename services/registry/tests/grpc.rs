@@ -151,6 +151,22 @@ async fn tracking_scenario(server: &Server) {
     assert_eq!(bad_id.code(), Code::InvalidArgument);
     assert!(bad_id.message().starts_with("experiment_id:"), "{}", bad_id.message());
 
+    // Paging through experiments.
+    for name in ["b", "c"] {
+        tracking.create_experiment(pb::CreateExperimentRequest { name: name.into(), ..Default::default() }).await.expect("more");
+    }
+    let page = tracking.list_experiments(pb::ListExperimentsRequest { page_size: 2, page_token: String::new() }).await.expect("list").into_inner();
+    assert_eq!(page.experiments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["c", "b"]);
+    let last = tracking
+        .list_experiments(pb::ListExperimentsRequest { page_size: 2, page_token: page.next_page_token })
+        .await
+        .expect("page 2")
+        .into_inner();
+    assert_eq!(last.experiments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["nyc-taxi-experiment"]);
+    assert!(last.next_page_token.is_empty());
+    let bad_token = tracking.list_experiments(pb::ListExperimentsRequest { page_size: 2, page_token: "x".into() }).await.expect_err("token");
+    assert_eq!(bad_token.code(), Code::InvalidArgument);
+
     // Three runs with different metrics and params.
     let mut run_ids = Vec::new();
     for (i, (rmse, features)) in [(8.2, "PU,DO"), (7.9, "PU_DO"), (9.1, "PU,DO")].into_iter().enumerate() {
@@ -367,6 +383,23 @@ async fn registry_scenario(server: &Server) {
         .await
         .expect_err("numeric alias");
     assert_eq!(bad_alias.code(), Code::InvalidArgument);
+
+    let updated = registry
+        .update_registered_model(pb::UpdateRegisteredModelRequest {
+            name: "trip_duration".into(),
+            description: Some("minutes, exact OLS".into()),
+            set_tags: vec![tag("owner", "platform"), tag("team", "ml")],
+        })
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(updated.description, "minutes, exact OLS");
+    assert_eq!(updated.tags, vec![tag("owner", "platform"), tag("team", "ml")]);
+    let unknown_update = registry
+        .update_registered_model(pb::UpdateRegisteredModelRequest { name: "nope".into(), ..Default::default() })
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown_update.code(), Code::NotFound);
 
     let listed = registry
         .list_registered_models(pb::ListRegisteredModelsRequest { name_contains: "trip".into(), ..Default::default() })
