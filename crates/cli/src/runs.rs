@@ -31,20 +31,44 @@ pub fn run(args: RunsArgs) -> anyhow::Result<()> {
                 } else {
                     println!("{:<32}  {:<9}  {:>9}  name", "run", "status", "rmse");
                     for run in &runs {
-                        let rmse = run.metrics.iter().find(|m| m.key == "rmse").map_or("-".to_owned(), |m| format!("{:.5}", m.value));
+                        let rmse = run
+                            .metrics
+                            .iter()
+                            .find(|m| m.key == "rmse")
+                            .map_or("-".to_owned(), |m| format!("{:.5}", m.value));
                         println!("{:<32}  {:<9}  {:>9}  {}", run.run_id, status_name(run.status), rmse, run.run_name);
                     }
                 }
             }
             RunsCommand::Show { run_id } => {
-                let run = client.tracking.get_run(pb::GetRunRequest { run_id: run_id.clone() }).await.map_err(status)?.into_inner();
-                let files = client.artifacts.list(pb::ListArtifactsRequest { run_id }).await.map_err(status)?.into_inner().files;
+                let run = client
+                    .tracking
+                    .get_run(pb::GetRunRequest { run_id: run_id.clone() })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                let files = client
+                    .artifacts
+                    .list(pb::ListArtifactsRequest { run_id })
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .files;
                 if args.json {
                     let mut out = run_json(&run);
-                    out["artifacts"] = files.iter().map(|f| json!({"path": f.path, "size": f.size, "sha256": f.sha256, "uri": f.uri})).collect();
+                    out["artifacts"] = files
+                        .iter()
+                        .map(|f| json!({"path": f.path, "size": f.size, "sha256": f.sha256, "uri": f.uri}))
+                        .collect();
                     println!("{}", serde_json::to_string(&out)?);
                 } else {
-                    println!("run {} ({}) in experiment {}: {}", run.run_id, run.run_name, run.experiment_id, status_name(run.status));
+                    println!(
+                        "run {} ({}) in experiment {}: {}",
+                        run.run_id,
+                        run.run_name,
+                        run.experiment_id,
+                        status_name(run.status)
+                    );
                     for p in &run.params {
                         println!("  param   {:<14} {}", p.key, p.value);
                     }

@@ -165,14 +165,28 @@ fn train_registers_versions_and_models_commands_work() {
     // Runs: search with the filter language, and one run in full.
     let runs = json_of(&lightops(
         home.path(),
-        &["runs", "list", "--filter", "metrics.train_rows = 4583 and params.solver = 'exact-ols'", "--order-by", "attributes.start_time ASC", "--json", "--registry", &url],
+        &[
+            "runs",
+            "list",
+            "--filter",
+            "metrics.train_rows = 4583 and params.solver = 'exact-ols'",
+            "--order-by",
+            "attributes.start_time ASC",
+            "--json",
+            "--registry",
+            &url,
+        ],
     ));
     let ids: Vec<&str> = runs.as_array().expect("array").iter().map(|r| r["run_id"].as_str().expect("id")).collect();
     assert_eq!(ids, [first["run_id"].as_str().expect("id"), second["run_id"].as_str().expect("id")]);
     let shown = json_of(&lightops(home.path(), &["runs", "show", ids[1], "--json", "--registry", &url]));
     assert_eq!(shown["artifacts"][0]["path"], "model/model.json");
     let bad = lightops(home.path(), &["runs", "list", "--filter", "metrics.rmse ~ 3", "--registry", &url]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("filter: at column 14"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("filter: at column 14"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     // Errors: unknown model, registry down.
     let missing = lightops(home.path(), &["models", "resolve", "models:/nope@staging", "--registry", &url]);

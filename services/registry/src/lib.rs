@@ -61,7 +61,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let store = Arc::new(tokio::sync::OnceCell::new());
     let files = Arc::new(tokio::sync::OnceCell::new());
-    let service = RegistryService::new(store.clone());
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let service = RegistryService::new(store.clone(), closing);
     let artifacts = ArtifactService::new(store.clone(), files.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<TrackingServer<RegistryService>>().await;
@@ -78,7 +79,11 @@ pub async fn serve(
         .add_service(TrackingServer::new(service.clone()))
         .add_service(RegistryServer::new(service))
         .add_service(ArtifactsServer::new(artifacts))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            // End watch streams so draining in-flight calls does not wait for subscribers.
+            let _ = closing_tx.send(true);
+        });
     let server = tokio::spawn(server);
 
     let opened = match Store::open(&config.store_url, &config.artifact_root).await {

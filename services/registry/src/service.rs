@@ -22,12 +22,15 @@ pub type SharedStore = Arc<OnceCell<Store>>;
 #[derive(Debug, Clone)]
 pub struct RegistryService {
     store: SharedStore,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RegistryService {
-    /// A service answering from `store` once it is set.
-    pub fn new(store: SharedStore) -> Self {
-        Self { store }
+    /// A service answering from `store` once it is set. Watch streams end when `closing`
+    /// turns true (or its sender is dropped): tonic's graceful shutdown waits for open streams,
+    /// so without this one subscriber would hold up every shutdown.
+    pub fn new(store: SharedStore, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { store, closing }
     }
 
     fn store(&self) -> Result<&Store> {
@@ -275,10 +278,14 @@ impl Registry for RegistryService {
         // Subscribe before the first resolution so no change between the two is missed.
         let changes = store.subscribe();
         let current = resolve_or_none(&store, &uri).await?;
-        let state = (store, uri, current.clone(), changes);
-        let updates = futures::stream::unfold(state, |(store, uri, mut last, mut changes)| async move {
+        let state = (store, uri, current.clone(), (changes, self.closing.clone()));
+        let updates = futures::stream::unfold(state, |(store, uri, mut last, (mut changes, mut closing))| async move {
             loop {
-                match changes.recv().await {
+                let change = tokio::select! {
+                    change = changes.recv() => change,
+                    _ = closing.wait_for(|closing| *closing) => return None,
+                };
+                match change {
                     Ok(name) if name != uri.name() => continue,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return None,
@@ -287,9 +294,9 @@ impl Registry for RegistryService {
                     Ok(now) if now == last => continue,
                     Ok(now) => {
                         last = now.clone();
-                        return Some((Ok(pb::WatchEvent { version: now }), (store, uri, last, changes)));
+                        return Some((Ok(pb::WatchEvent { version: now }), (store, uri, last, (changes, closing))));
                     }
-                    Err(e) => return Some((Err(Status::from(e)), (store, uri, last, changes))),
+                    Err(e) => return Some((Err(Status::from(e)), (store, uri, last, (changes, closing)))),
                 }
             }
         });

@@ -153,9 +153,16 @@ async fn tracking_scenario(server: &Server) {
 
     // Paging through experiments.
     for name in ["b", "c"] {
-        tracking.create_experiment(pb::CreateExperimentRequest { name: name.into(), ..Default::default() }).await.expect("more");
+        tracking
+            .create_experiment(pb::CreateExperimentRequest { name: name.into(), ..Default::default() })
+            .await
+            .expect("more");
     }
-    let page = tracking.list_experiments(pb::ListExperimentsRequest { page_size: 2, page_token: String::new() }).await.expect("list").into_inner();
+    let page = tracking
+        .list_experiments(pb::ListExperimentsRequest { page_size: 2, page_token: String::new() })
+        .await
+        .expect("list")
+        .into_inner();
     assert_eq!(page.experiments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["c", "b"]);
     let last = tracking
         .list_experiments(pb::ListExperimentsRequest { page_size: 2, page_token: page.next_page_token })
@@ -164,7 +171,10 @@ async fn tracking_scenario(server: &Server) {
         .into_inner();
     assert_eq!(last.experiments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["nyc-taxi-experiment"]);
     assert!(last.next_page_token.is_empty());
-    let bad_token = tracking.list_experiments(pb::ListExperimentsRequest { page_size: 2, page_token: "x".into() }).await.expect_err("token");
+    let bad_token = tracking
+        .list_experiments(pb::ListExperimentsRequest { page_size: 2, page_token: "x".into() })
+        .await
+        .expect_err("token");
     assert_eq!(bad_token.code(), Code::InvalidArgument);
 
     // Three runs with different metrics and params.
@@ -285,7 +295,8 @@ async fn tracking_scenario(server: &Server) {
     assert_eq!(gone.code(), Code::NotFound);
 }
 
-async fn registry_scenario(server: &Server) {
+/// Runs every registry call; returns a watch stream left open, to show shutdown ends it.
+async fn registry_scenario(server: &Server) -> tonic::Streaming<pb::WatchEvent> {
     let mut registry = RegistryClient::new(server.channel().await);
     let model = registry
         .create_registered_model(pb::CreateRegisteredModelRequest {
@@ -453,6 +464,23 @@ async fn registry_scenario(server: &Server) {
         .await
         .expect_err("gone");
     assert_eq!(gone.code(), Code::NotFound);
+
+    // Keep a subscriber open: stopping the server must end its stream, not wait for it.
+    let mut lingering = registry
+        .watch(pb::WatchRequest { uri: "models:/trip_duration@staging".into() })
+        .await
+        .expect("watch")
+        .into_inner();
+    lingering.message().await.expect("first").expect("open");
+    lingering
+}
+
+/// Stops the server while a watch stream is open: the registry ends the stream and
+/// the server stops promptly (a subscriber never holds up a rolling restart).
+async fn stop_with_subscriber(server: Server, mut lingering: tonic::Streaming<pb::WatchEvent>) {
+    server.stop().await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), lingering.message()).await.expect("the watch stream ends");
+    assert!(!matches!(ended, Ok(Some(_))), "no event after shutdown: {ended:?}");
 }
 
 async fn concurrency_scenario(server: &Server) {
@@ -529,8 +557,8 @@ async fn sqlite_tracking() {
 #[tokio::test]
 async fn sqlite_registry() {
     let server = Server::start(None).await;
-    registry_scenario(&server).await;
-    server.stop().await;
+    let lingering = registry_scenario(&server).await;
+    stop_with_subscriber(server, lingering).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -552,8 +580,8 @@ async fn postgres_tracking() {
 async fn postgres_registry() {
     let Some(base) = postgres_url() else { return };
     let server = Server::start(Some(fresh_postgres(&base, "registry").await)).await;
-    registry_scenario(&server).await;
-    server.stop().await;
+    let lingering = registry_scenario(&server).await;
+    stop_with_subscriber(server, lingering).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
