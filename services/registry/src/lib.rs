@@ -79,7 +79,7 @@ pub async fn serve(
         .add_service(TrackingServer::new(service.clone()))
         .add_service(RegistryServer::new(service))
         .add_service(ArtifactsServer::new(artifacts))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming_nodelay(listener), async move {
             shutdown.await;
             // End watch streams so draining in-flight calls does not wait for subscribers.
             let _ = closing_tx.send(true);
@@ -112,6 +112,19 @@ pub async fn serve(
         Ok(result) => result.map_err(ServeError::from),
         Err(join) => Err(ServeError::Store(Error::FailedPrecondition(format!("server task ended: {join}")))),
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: without it, small responses (a watch event,
+/// a LogBatch reply) wait ~40 ms for the peer's delayed ACK.
+fn incoming_nodelay(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |stream| {
+        if let Ok(stream) = &stream
+            && let Err(error) = stream.set_nodelay(true)
+        {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+        stream
+    })
 }
 
 /// A store URL without its password, for logs.
