@@ -8,7 +8,7 @@
 //! - PostgreSQL uses a normal pool; version numbering takes a row lock
 //!   (`UPDATE … RETURNING`), so concurrent registrations get distinct consecutive numbers.
 //! - Fixed queries use `$1, $2, …` placeholders in order of first use, which both dialects
-//!   accept; dynamically built ones use anonymous `?` on SQLite (see [`Sql`]).
+//!   accept; dynamically built ones use anonymous `?` on SQLite (see `Sql`).
 //! - LIKE is case-sensitive on both (SQLite's `case_sensitive_like` pragma) with `\` as the
 //!   escape character; ILIKE is written as `LOWER(x) LIKE LOWER(pattern)`.
 //! - The schema lives in `migrations/<dialect>/NNNN_*.sql`, applied in order once each and
