@@ -497,15 +497,8 @@ impl Store {
         // Multi-row inserts, up to 1,000 rows (5,000 parameters, within both dialects' limits).
         for chunk in stamped.chunks(1000) {
             let mut sql = Sql::new(self.backend);
-            sql.push("INSERT INTO metrics (run_id, key, value, step, timestamp) VALUES ");
-            for (i, metric) in chunk.iter().enumerate() {
-                sql.push(if i == 0 { "(" } else { ", (" });
-                sql.bind(Arg::Text(run_id.to_owned())).push(", ");
-                sql.bind(Arg::Text(metric.key.clone())).push(", ");
-                sql.bind(Arg::Float(metric.value)).push(", ");
-                sql.bind(Arg::Int(metric.step)).push(", ");
-                sql.bind(Arg::Int(metric.timestamp_ms)).push(")");
-            }
+            sql.push("INSERT INTO metrics ");
+            push_metric_rows(&mut sql, run_id, chunk.iter());
             sql.query().execute(&mut *tx).await?;
         }
         // The newest value per key of this batch, then one upsert that keeps the newer one.
@@ -521,15 +514,8 @@ impl Store {
         // One statement for all keys (they are distinct here, as PostgreSQL's ON CONFLICT needs).
         for chunk in latest.values().collect::<Vec<_>>().chunks(1000) {
             let mut sql = Sql::new(self.backend);
-            sql.push("INSERT INTO latest_metrics (run_id, key, value, step, timestamp) VALUES ");
-            for (i, metric) in chunk.iter().enumerate() {
-                sql.push(if i == 0 { "(" } else { ", (" });
-                sql.bind(Arg::Text(run_id.to_owned())).push(", ");
-                sql.bind(Arg::Text(metric.key.clone())).push(", ");
-                sql.bind(Arg::Float(metric.value)).push(", ");
-                sql.bind(Arg::Int(metric.step)).push(", ");
-                sql.bind(Arg::Int(metric.timestamp_ms)).push(")");
-            }
+            sql.push("INSERT INTO latest_metrics ");
+            push_metric_rows(&mut sql, run_id, chunk.iter().map(|metric| **metric));
             sql.push(
                 " ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, step = excluded.step, \
                  timestamp = excluded.timestamp WHERE excluded.step > latest_metrics.step \
@@ -1003,6 +989,19 @@ fn artifact_from_row(row: &AnyRow) -> Result<pb::ArtifactInfo> {
         sha256: row.try_get("sha256")?,
         uri: row.try_get("uri")?,
     })
+}
+
+/// Appends `(run_id, key, value, step, timestamp) VALUES (…), (…)` for `metrics`.
+fn push_metric_rows<'a>(sql: &mut Sql, run_id: &str, metrics: impl Iterator<Item = &'a pb::Metric>) {
+    sql.push("(run_id, key, value, step, timestamp) VALUES ");
+    for (i, metric) in metrics.enumerate() {
+        sql.push(if i == 0 { "(" } else { ", (" });
+        sql.bind(Arg::Text(run_id.to_owned())).push(", ");
+        sql.bind(Arg::Text(metric.key.clone())).push(", ");
+        sql.bind(Arg::Float(metric.value)).push(", ");
+        sql.bind(Arg::Int(metric.step)).push(", ");
+        sql.bind(Arg::Int(metric.timestamp_ms)).push(")");
+    }
 }
 
 fn metric_from_row(row: &AnyRow) -> Result<pb::Metric> {

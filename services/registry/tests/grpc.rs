@@ -693,3 +693,12 @@ async fn sqlite_artifacts_on_local_disk() {
     artifacts_scenario(&server, &root).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn postgres_artifacts_on_local_disk() {
+    let Some(base) = postgres_url() else { return };
+    let server = Server::start(Some(fresh_postgres(&base, "artifacts").await)).await;
+    let root = server._dir.path().join("artifacts");
+    artifacts_scenario(&server, &root).await;
+    server.stop().await;
+}
