@@ -702,3 +702,51 @@ async fn postgres_artifacts_on_local_disk() {
     artifacts_scenario(&server, &root).await;
     server.stop().await;
 }
+
+/// Until its store is open the registry answers health checks with NOT_SERVING and calls with
+/// UNAVAILABLE. The store here is a "PostgreSQL" that accepts connections and never answers.
+#[tokio::test]
+async fn not_serving_until_the_store_is_open() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let config = lightops_registry::Config {
+        store_url: format!("postgres://lightops@127.0.0.1:{silent_port}/registry"),
+        artifact_root: dir.path().display().to_string(),
+    };
+    let server = tokio::spawn(lightops_registry::serve(config, listener, std::future::pending()));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let channel = loop {
+        if let Ok(channel) = Channel::from_shared(url.clone()).expect("url").connect().await {
+            break channel;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the registry never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in
+        ["", "lightops.registry.v1.Registry", "lightops.registry.v1.Tracking", "lightops.registry.v1.Artifacts"]
+    {
+        let reply =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.expect("health");
+        assert_eq!(
+            reply.into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
+            "{service:?}"
+        );
+    }
+    let mut registry = RegistryClient::new(channel);
+    let early = registry.resolve(pb::ResolveRequest { uri: "models:/m@staging".into() }).await.expect_err("not ready");
+    assert_eq!(early.code(), Code::Unavailable, "{early:?}");
+    server.abort();
+    hold.abort();
+}
