@@ -1,18 +1,17 @@
 //! `lightops models …`: the registry from a terminal. Tables for people, `--json` for scripts.
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use lightops_api::registry::v1 as pb;
 use serde_json::json;
 
 use crate::cli::{ModelsArgs, ModelsCommand};
-use crate::registry_client::Registry;
+use crate::registry_client::with_registry;
 
 const STAGES: [&str; 4] = ["None", "Staging", "Production", "Archived"];
 
 pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async {
-        let mut client = Registry::connect(&args.registry).await?;
+    let registry_url = args.registry.clone();
+    with_registry(&registry_url, async |client| {
         let registry = &mut client.registry;
         let status = |s: tonic::Status| anyhow!("{}", s.message());
         match args.command {

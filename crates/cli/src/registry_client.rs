@@ -31,6 +31,16 @@ impl Registry {
     }
 }
 
+/// Connects to the registry at `url` and runs `work` with it on a single-threaded runtime: the
+/// CLI's commands are one conversation each.
+pub fn with_registry<T>(url: &str, work: impl AsyncFnOnce(&mut Registry) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let mut registry = Registry::connect(url).await?;
+        work(&mut registry).await
+    })
+}
+
 /// What `lightops train` logs.
 pub struct TrainingRun<'a> {
     pub experiment: &'a str,

@@ -143,10 +143,8 @@ fn log_to_registry(
         register_as: args.register_as.as_deref(),
         alias: args.alias.as_deref(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let logged = runtime.block_on(async {
-        let mut registry = crate::registry_client::Registry::connect(url).await?;
-        crate::registry_client::log_training(&mut registry, run).await
+    let logged = crate::registry_client::with_registry(url, async |registry| {
+        crate::registry_client::log_training(registry, run).await
     });
     spinner.finish_and_clear();
     logged
