@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut protos = Vec::new();
     collect_protos(&root, &mut protos)?;
     protos.sort();
+    // The directory too, so that a newly added .proto file triggers a rebuild (cargo scans it).
+    println!("cargo:rerun-if-changed={}", root.display());
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }

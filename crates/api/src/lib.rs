@@ -17,6 +17,14 @@ pub mod registry {
     }
 }
 
+/// `lightops.predictor.v1`: predictions for single rides, batches and streams.
+pub mod predictor {
+    /// Version 1 of the predictor API.
+    pub mod v1 {
+        tonic::include_proto!("lightops.predictor.v1");
+    }
+}
+
 /// `lightops.common.v1`: messages shared by every service.
 pub mod common {
     /// Version 1 of the shared messages.

@@ -1,0 +1,2 @@
+//! gRPC load generator (work in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! The prediction log (work in progress).
