@@ -33,6 +33,11 @@ pub mod common {
     }
 }
 
+/// `inference`: the Open Inference Protocol v2 (KServe / Triton) gRPC API.
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -48,6 +53,25 @@ mod tests {
         for name in ["FeatureSpec", "Ride", "RegressionMetrics", "ModelRef"] {
             assert!(messages.contains(&name), "{name} missing from {messages:?}");
         }
+    }
+
+    #[test]
+    fn descriptor_set_describes_the_open_inference_protocol() {
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("valid descriptor set");
+        let oip = set.file.iter().find(|f| f.package() == "inference").expect("inference is in the set");
+        let service =
+            oip.service.iter().find(|s| s.name() == "GRPCInferenceService").expect("inference.GRPCInferenceService");
+        let methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
+        for name in ["ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"] {
+            assert!(methods.contains(&name), "{name} missing from {methods:?}");
+        }
+        // Field numbers real KServe/Triton clients rely on.
+        let request = oip.message_type.iter().find(|m| m.name() == "ModelInferRequest").expect("ModelInferRequest");
+        let raw = request.field.iter().find(|f| f.name() == "raw_input_contents").expect("raw_input_contents");
+        assert_eq!(raw.number(), 7);
+        let response = oip.message_type.iter().find(|m| m.name() == "ModelInferResponse").expect("ModelInferResponse");
+        let raw = response.field.iter().find(|f| f.name() == "raw_output_contents").expect("raw_output_contents");
+        assert_eq!(raw.number(), 6);
     }
 
     #[test]

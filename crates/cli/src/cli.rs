@@ -139,6 +139,45 @@ pub enum ServeCommand {
     /// Experiment tracking and the model registry (gRPC; default port 5000, where the workshop
     /// ran MLflow).
     Registry(ServeRegistryArgs),
+    /// Predictions over gRPC (lightops.predictor.v1 and the Open Inference Protocol v2) and the
+    /// workshop's HTTP API, on one port (default 9696, where the workshop served).
+    Predictor(ServePredictorArgs),
+}
+
+/// `lightops serve predictor`.
+#[derive(Debug, Args)]
+pub struct ServePredictorArgs {
+    /// Address to listen on (gRPC and HTTP share it).
+    #[arg(long, env = "LIGHTOPS_PREDICTOR_LISTEN", default_value = "127.0.0.1:9696")]
+    pub listen: std::net::SocketAddr,
+    /// Model to serve: models:/NAME@ALIAS, models:/NAME/STAGE or models:/NAME/VERSION (followed
+    /// through --registry: promotions are picked up without a restart), or a model artifact as a
+    /// path, file://PATH or s3://BUCKET/KEY.
+    #[arg(long, env = "LIGHTOPS_MODEL")]
+    pub model: String,
+    /// Registry URL for models:/ URIs, e.g. http://127.0.0.1:5000.
+    #[arg(long, env = "LIGHTOPS_REGISTRY")]
+    pub registry: Option<String>,
+    /// Where every answered prediction is recorded: a directory of JSON-lines segments,
+    /// kinesis://STREAM, or `none` [default: $LIGHTOPS_HOME/logs].
+    #[arg(long, alias = "log-dir", env = "LIGHTOPS_LOG_SINK")]
+    pub log_sink: Option<String>,
+    /// Disk buffer for log records the sink cannot take yet; sent first after a restart
+    /// [default: $LIGHTOPS_HOME/spill].
+    #[arg(long, env = "LIGHTOPS_LOG_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
+    /// Log records held in memory before they go to the disk buffer.
+    #[arg(long, env = "LIGHTOPS_LOG_QUEUE", default_value_t = 65_536)]
+    pub log_queue: usize,
+    /// How long shutdown waits for the log sink before leaving the rest in the disk buffer.
+    #[arg(long, env = "LIGHTOPS_LOG_FLUSH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub log_flush_timeout: std::time::Duration,
+    /// How long shutdown waits for requests in flight and open connections before closing them.
+    #[arg(long, env = "LIGHTOPS_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
+    /// Largest HTTP request body or gRPC message accepted, in bytes (larger: HTTP 413).
+    #[arg(long, env = "LIGHTOPS_MAX_BODY_BYTES", default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
 }
 
 /// `lightops serve registry`.

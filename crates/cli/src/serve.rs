@@ -2,13 +2,14 @@
 
 use anyhow::Context;
 
-use crate::cli::{Global, ServeCommand, ServeRegistryArgs};
+use crate::cli::{Global, ServeCommand, ServePredictorArgs, ServeRegistryArgs};
 
 pub fn run(global: &Global, command: ServeCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         match command {
             ServeCommand::Registry(args) => registry(global, args).await,
+            ServeCommand::Predictor(args) => predictor(global, args).await,
         }
     })
 }
@@ -28,6 +29,39 @@ async fn registry(global: &Global, args: ServeRegistryArgs) -> anyhow::Result<()
     let config = lightops_registry::Config { store_url, artifact_root };
     lightops_registry::serve(config, listener, shutdown_signal()).await?;
     eprintln!("registry stopped");
+    Ok(())
+}
+
+async fn predictor(global: &Global, args: ServePredictorArgs) -> anyhow::Result<()> {
+    let home = std::path::absolute(&global.home).unwrap_or_else(|_| global.home.clone());
+    let sink = args.log_sink.unwrap_or_else(|| home.join("logs").display().to_string());
+    let log = if sink == "none" {
+        None
+    } else {
+        let target: lightops_predlog::SinkTarget = sink.parse().with_context(|| format!("--log-sink {sink}"))?;
+        let spill_dir = args.spill_dir.unwrap_or_else(|| home.join("spill"));
+        Some(lightops_predlog::LogConfig {
+            queue_capacity: args.log_queue,
+            ..lightops_predlog::LogConfig::new(target, spill_dir)
+        })
+    };
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+    eprintln!(
+        "predictor listening on http://{} (gRPC and HTTP; model {}, prediction log {sink})",
+        listener.local_addr()?,
+        args.model
+    );
+    let config = lightops_predictor::Config {
+        model: args.model,
+        registry: args.registry,
+        log,
+        max_body_bytes: args.max_body_bytes,
+        log_flush_timeout: args.log_flush_timeout,
+        drain_timeout: args.drain_timeout,
+    };
+    lightops_predictor::serve(config, listener, shutdown_signal()).await?;
+    eprintln!("predictor stopped");
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 //! - [`stats`] streams rows into grouped sufficient statistics (bounded memory);
 //! - [`solve`] turns them into the minimum-norm least-squares model; [`linfa_fit`] is a second,
 //!   dense solver for small data;
-//! - [`model`] predicts; [`artifact`] saves and verifies models; [`metrics`] scores them;
+//! - [`model`] predicts; [`scorer`] is the same model compiled for single rides (serving); [`artifact`] saves and verifies models; [`metrics`] scores them;
 //! - [`train`] is the whole pipeline.
 
 pub mod artifact;
@@ -18,6 +18,7 @@ pub mod error;
 pub mod linfa_fit;
 pub mod metrics;
 pub mod model;
+pub mod scorer;
 pub mod solve;
 pub mod spec;
 pub mod stats;
@@ -26,5 +27,6 @@ pub mod train;
 pub use artifact::Artifact;
 pub use error::{Error, Result};
 pub use model::LinearModel;
+pub use scorer::{Ride, RideScorer};
 pub use spec::FeatureSpec;
 pub use train::{DataFile, Progress, Solver, Trained, train};

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Predictor benchmark: lightops (HTTP with wrk, gRPC unary and streaming with lightops-loadgen),
+# with the prediction log on a local directory and with it off, against the workshop's Flask
+# service under gunicorn (2 workers) with the same wrk command.
+#
+#   cargo build --release -p lightops-cli -p lightops-loadgen
+#   pip install -r bench/reference/requirements-serve.txt   # + wrk (Debian: apt-get install wrk)
+#   bench/predictor_bench.sh [--duration 10s] [--warmup 2s] [--connections 16] [--flask-only | --lightops-only]
+#
+# Prints a Markdown table: scenario, throughput (req/s, or predictions/s for streams), p50, p99,
+# errors, and for HTTP the lightops/Flask throughput ratio. Load generator and server share the
+# machine: on a small box the numbers measure both.
+#
+# Environment: LIGHTOPS (default target/release/lightops), LOADGEN (target/release/lightops-loadgen),
+# MODEL_ARTIFACT (skip training, serve this artifact), KEEP_WORKDIR=1 (keep logs and artifacts).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LIGHTOPS=${LIGHTOPS:-$ROOT/target/release/lightops}
+LOADGEN=${LOADGEN:-$ROOT/target/release/lightops-loadgen}
+DURATION=10s
+WARMUP=2s
+CONNECTIONS=16
+RUN_LIGHTOPS=1
+RUN_FLASK=1
+
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --flask-only) RUN_LIGHTOPS=0; shift ;;
+    --lightops-only) RUN_FLASK=0; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+die() { echo "predictor_bench: $*" >&2; exit 1; }
+log() { echo "predictor_bench: $*" >&2; }
+
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed ($2)"; }
+need wrk "Debian: apt-get install wrk"
+need curl "Debian: apt-get install curl"
+need python3 "Python 3 runs the Flask reference and parses results"
+[[ -x $LIGHTOPS ]] || [[ -n ${MODEL_ARTIFACT:-} && $RUN_LIGHTOPS == 0 ]] \
+  || die "$LIGHTOPS not found: cargo build --release -p lightops-cli (or set LIGHTOPS)"
+if [[ $RUN_LIGHTOPS == 1 ]]; then
+  [[ -x $LOADGEN ]] || die "$LOADGEN not found: cargo build --release -p lightops-loadgen (or set LOADGEN)"
+fi
+if [[ $RUN_FLASK == 1 ]]; then
+  need gunicorn "pip install -r bench/reference/requirements-serve.txt"
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/predictor_bench.XXXXXX")
+PIDS=()
+
+stop() { # stop PID: SIGTERM, wait up to 10 s, then SIGKILL
+  local pid=$1
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$? pid
+  for pid in "${PIDS[@]}"; do stop "$pid"; done
+  if [[ ${KEEP_WORKDIR:-0} == 1 || $status != 0 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_ready() { # wait_ready URL PID NAME: poll URL until it answers, for at most 30 s
+  local url=$1 pid=$2 name=$3
+  for _ in $(seq 300); do
+    curl -sf -o /dev/null "$url" && return 0
+    kill -0 "$pid" 2>/dev/null || die "$name exited before it was ready (see $WORK/$name.log)"
+    sleep 0.1
+  done
+  die "$name was not ready after 30 s (see $WORK/$name.log)"
+}
+
+# Results, one tab-separated line each: scenario, server, throughput, unit, p50 ms, p99 ms, errors.
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+
+PROBE_RIDE='{"ride_id":"probe-1","ride":{"PULocationID":74,"DOLocationID":75,"trip_distance":3.2}}'
+
+probe() { # probe BASE_URL: the predicted duration for PROBE_RIDE, checking the answer's shape
+  curl -sf -H 'Content-Type: application/json' -d "$PROBE_RIDE" "$1/predict" | python3 -c '
+import json, sys
+answer = json.load(sys.stdin)
+assert answer["ride_id"] == "probe-1", answer
+print(repr(float(answer["prediction"]["duration"])))'
+}
+
+run_wrk() { # run_wrk SCENARIO SERVER BASE_URL
+  local scenario=$1 server=$2 url=$3/predict out
+  out=$WORK/wrk-$(echo "$scenario-$server" | tr -c 'a-zA-Z0-9' '_').txt
+  if [[ ! $WARMUP =~ ^0+(s|ms)?$ ]]; then
+    log "$scenario: wrk warm-up ($WARMUP)"
+    wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" -s "$ROOT/bench/reference/predict.lua" "$url" >/dev/null
+  fi
+  log "$scenario: wrk -t2 -c$CONNECTIONS -d$DURATION"
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$ROOT/bench/reference/predict.lua" "$url" >"$out"
+  python3 - "$scenario" "$server" "$out" >>"$RESULTS" <<'EOF'
+import re, sys
+scenario, server, path = sys.argv[1:]
+text = open(path).read()
+def ms(value):
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", text))
+socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+if socket:
+    errors += sum(int(n) for n in socket.groups())
+print(f"{scenario}\t{server}\t{rps:.0f}\treq/s\t{p50:.3f}\t{p99:.3f}\t{errors}")
+EOF
+}
+
+run_loadgen() { # run_loadgen SCENARIO SERVER BASE_URL LOADGEN_ARGS...
+  local scenario=$1 server=$2 url=$3 out
+  shift 3
+  out=$WORK/loadgen-$(echo "$scenario-$server" | tr -c 'a-zA-Z0-9' '_').json
+  log "$scenario: lightops-loadgen $*"
+  "$LOADGEN" --url "$url" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --json "$@" \
+    >"$out" 2>>"$WORK/loadgen.log"
+  python3 - "$scenario" "$server" "$out" >>"$RESULTS" <<'EOF'
+import json, sys
+scenario, server, path = sys.argv[1:]
+report = json.load(open(path))
+if report["mode"] == "stream":
+    throughput, unit = report["predictions_per_s"], "predictions/s"
+else:
+    throughput, unit = report["rps"], "req/s"
+p50, p99, errors = report["p50_ms"], report["p99_ms"], report["errors"]
+print(f"{scenario}\t{server}\t{throughput:.0f}\t{unit}\t{p50:.3f}\t{p99:.3f}\t{errors}")
+EOF
+}
+
+# --- the model ------------------------------------------------------------------------------
+if [[ -n ${MODEL_ARTIFACT:-} ]]; then
+  ARTIFACT=$MODEL_ARTIFACT
+else
+  log "training the sample model"
+  ARTIFACT=$("$LIGHTOPS" train --train "$ROOT/samples/green_sample_2022-01.parquet" \
+    --val "$ROOT/samples/green_sample_2022-02.parquet" --out "$WORK/model" --json \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["artifact"])')
+fi
+[[ -f $ARTIFACT ]] || die "no model artifact at $ARTIFACT"
+log "model: $ARTIFACT"
+
+LIGHTOPS_PROBE=""
+FLASK_PROBE=""
+
+# --- lightops ---------------------------------------------------------------------------------
+run_lightops() { # run_lightops LABEL SINK_FLAGS...
+  local label=$1 port pid base
+  shift
+  port=$(free_port)
+  base=http://127.0.0.1:$port
+  LIGHTOPS_HOME=$WORK/home-$label "$LIGHTOPS" serve predictor --listen "127.0.0.1:$port" --model "$ARTIFACT" "$@" \
+    >"$WORK/lightops-$label.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait_ready "$base/readyz" "$pid" "lightops-$label"
+  LIGHTOPS_PROBE=$(probe "$base")
+  local server="lightops (log: $label)"
+  run_wrk "HTTP POST /predict (wrk)" "$server" "$base"
+  run_loadgen "gRPC Predict, unary" "$server" "$base" --mode unary
+  run_loadgen "gRPC PredictStream, batch 1" "$server" "$base" --mode stream --batch 1
+  run_loadgen "gRPC PredictStream, batch 100" "$server" "$base" --mode stream --batch 100
+  stop "$pid"
+}
+
+if [[ $RUN_LIGHTOPS == 1 ]]; then
+  run_lightops local --log-dir "$WORK/predictions"
+  run_lightops none --log-sink none
+fi
+
+# --- the workshop's Flask service ------------------------------------------------------------
+if [[ $RUN_FLASK == 1 ]]; then
+  port=$(free_port)
+  base=http://127.0.0.1:$port
+  MODEL_ARTIFACT=$ARTIFACT LOG_DIR=$WORK/flask-logs \
+    gunicorn -w 2 -b "127.0.0.1:$port" --chdir "$ROOT/bench/reference" flask_serve:app \
+    >"$WORK/flask.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait_ready "$base/healthz" "$pid" flask
+  FLASK_PROBE=$(probe "$base")
+  run_wrk "HTTP POST /predict (wrk)" "Flask + gunicorn -w 2 (log: file)" "$base"
+  stop "$pid"
+fi
+
+if [[ -n $LIGHTOPS_PROBE && -n $FLASK_PROBE ]]; then
+  python3 -c 'import sys; a, b = map(float, sys.argv[1:]); assert abs(a - b) <= 1e-9 * max(1.0, abs(b)), (a, b)' \
+    "$LIGHTOPS_PROBE" "$FLASK_PROBE" || die "lightops ($LIGHTOPS_PROBE) and Flask ($FLASK_PROBE) disagree on the probe ride"
+  log "lightops and Flask agree on the probe ride: $LIGHTOPS_PROBE minutes"
+fi
+
+# --- report -----------------------------------------------------------------------------------
+echo
+echo "Predictor benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores" \
+  "($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //' || uname -m));" \
+  "$DURATION per scenario after a $WARMUP warm-up, $CONNECTIONS connections."
+echo
+python3 - "$RESULTS" <<'EOF'
+import sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+flask = next((float(r[2]) for r in rows if r[1].startswith("Flask") and r[0].startswith("HTTP")), None)
+print("| scenario | server | throughput | p50 | p99 | errors | lightops/Flask |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for scenario, server, throughput, unit, p50, p99, errors in rows:
+    ratio = ""
+    if scenario.startswith("HTTP") and flask and not server.startswith("Flask"):
+        ratio = f"{float(throughput) / flask:.1f}x"
+    elif scenario.startswith("HTTP") and server.startswith("Flask"):
+        ratio = "1.0x"
+    print(f"| {scenario} | {server} | {int(throughput):,} {unit} | {float(p50):.2f} ms | {float(p99):.2f} ms "
+          f"| {errors} | {ratio} |")
+EOF

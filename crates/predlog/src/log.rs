@@ -1,0 +1,214 @@
+//! The caller's side: [`PredictionLog`] and its [`Counters`].
+
+use std::fmt;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{error, warn};
+
+use crate::config::{LogConfig, SinkTarget};
+use crate::record::PredictionRecord;
+use crate::sink::Sink;
+use crate::sink::kinesis::KinesisSink;
+use crate::sink::local::LocalSink;
+use crate::spill::Spill;
+use crate::worker::Worker;
+use crate::{Error, Result, Stats};
+
+/// A snapshot of the log's counters.
+///
+/// At rest (nothing in flight), `queued + recovered == sent + spill_backlog + queue_depth +
+/// dropped + corrupt`, where `spilled` records are counted in `sent` or `spill_backlog` depending on
+/// whether they have been sent from the spill yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Records accepted by [`PredictionLog::log`] since start.
+    pub queued: u64,
+    /// Records acknowledged by the sink (including those sent from the spill).
+    pub sent: u64,
+    /// Records written to the spill (a record that is spilled, then sent, counts here and in `sent`).
+    pub spilled: u64,
+    /// Records that could not be queued, sent or spilled at all (spill disk failure, a record larger
+    /// than the sink's limit, `log()` after shutdown). Stays 0 in normal operation and sink outages.
+    pub dropped: u64,
+    /// Failed sink attempts (a request that failed, or a batch Kinesis partly rejected).
+    pub sink_errors: u64,
+    /// Records found in the spill at start, left by a previous run.
+    pub recovered: u64,
+    /// Spill lines skipped because they were torn by a crash or unreadable.
+    pub corrupt: u64,
+    /// Records in memory, neither sent nor spilled yet.
+    pub queue_depth: u64,
+    /// Records in the spill not yet sent.
+    pub spill_backlog: u64,
+}
+
+/// The hand-off between [`PredictionLog::log`] and the background task.
+pub(crate) struct Inbox {
+    pub records: Vec<PredictionRecord>,
+    /// Set by shutdown; checked under the lock so no record slips in after the last drain.
+    pub closed: bool,
+}
+
+/// State shared by the handles and the background task.
+pub(crate) struct Shared {
+    pub inbox: Mutex<Inbox>,
+    pub notify: Notify,
+    pub stats: Arc<Stats>,
+    warned_closed: AtomicBool,
+}
+
+impl Shared {
+    /// Locks the inbox; a panic elsewhere while holding it cannot leave it inconsistent (pushes and
+    /// swaps only), so poisoning is ignored.
+    pub fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The prediction log: cheap to clone, all clones feed the same background task.
+///
+/// Created with [`PredictionLog::start`] inside a tokio runtime; call [`PredictionLog::shutdown`]
+/// before exiting, or records still in memory are lost.
+#[derive(Clone)]
+pub struct PredictionLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    target: String,
+    shutdown: watch::Sender<Option<Instant>>,
+    worker: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for PredictionLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PredictionLog").field("target", &self.inner.target).field("counters", &self.counters()).finish()
+    }
+}
+
+impl PredictionLog {
+    /// Opens the sink and the spill and starts the background task.
+    ///
+    /// A Kinesis client is built from the environment (`AWS_ENDPOINT_URL`, region, credentials).
+    /// Fails if the configuration is invalid, a directory cannot be created, or the Kinesis stream
+    /// does not exist; an unreachable Kinesis endpoint is only a warning (records spill until it is
+    /// up). Records left in the spill by a previous run are sent before new ones.
+    pub async fn start(config: LogConfig) -> Result<Self> {
+        config.validate()?;
+        match &config.target {
+            SinkTarget::Kinesis { .. } => {
+                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+                let client = aws_sdk_kinesis::Client::new(&shared);
+                Self::start_with_kinesis_client(config, client).await
+            }
+            SinkTarget::Local(dir) => {
+                let sink = LocalSink::open(dir, config.segment_bytes, config.segment_age)?;
+                Self::launch(config, Sink::Local(sink)).await
+            }
+        }
+    }
+
+    /// Like [`PredictionLog::start`] for a `kinesis://` target, with a given client (e.g. one
+    /// configured for a test endpoint). Its retry and timeout settings are replaced by the log's.
+    pub async fn start_with_kinesis_client(config: LogConfig, client: aws_sdk_kinesis::Client) -> Result<Self> {
+        config.validate()?;
+        let SinkTarget::Kinesis { stream } = &config.target else {
+            return Err(Error::InvalidConfig(format!("a kinesis client was given for target {}", config.target)));
+        };
+        let sink = KinesisSink::connect(client, stream.clone(), config.kinesis.clone()).await?;
+        Self::launch(config, Sink::Kinesis(sink)).await
+    }
+
+    async fn launch(config: LogConfig, sink: Sink) -> Result<Self> {
+        let stats = Arc::new(Stats::default());
+        let spill = {
+            let (dir, stats) = (config.spill_dir.clone(), stats.clone());
+            tokio::task::spawn_blocking(move || Spill::open(&dir, stats))
+                .await
+                .map_err(|error| Error::Startup(error.to_string()))??
+        };
+        let shared = Arc::new(Shared {
+            inbox: Mutex::new(Inbox { records: Vec::with_capacity(4096), closed: false }),
+            notify: Notify::new(),
+            stats,
+            warned_closed: AtomicBool::new(false),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(None);
+        let target = sink.describe();
+        let worker = Worker::new(&config, sink, spill, shared.clone(), shutdown_rx);
+        let handle = tokio::spawn(worker.run());
+        Ok(PredictionLog {
+            inner: Arc::new(Inner { shared, target, shutdown, worker: tokio::sync::Mutex::new(Some(handle)) }),
+        })
+    }
+
+    /// Logs one record. Never blocks and never fails: the record is moved into the in-memory queue
+    /// under a short lock (a `Vec::push`); everything else happens on the background task.
+    ///
+    /// The queue itself is not capped here: the background task drains it continuously and moves
+    /// everything beyond [`LogConfig::queue_capacity`] to the spill, so a full queue costs disk
+    /// writes, not a blocked or failed call. (Waiting or writing to disk here would put I/O latency
+    /// on the prediction path; dropping would lose records.) Only after [`PredictionLog::shutdown`]
+    /// are records refused, counted as `dropped`.
+    pub fn log(&self, record: PredictionRecord) {
+        let shared = &self.inner.shared;
+        let mut inbox = shared.inbox();
+        if inbox.closed {
+            drop(inbox);
+            shared.stats.dropped.fetch_add(1, Relaxed);
+            if !shared.warned_closed.swap(true, Relaxed) {
+                warn!(target = self.inner.target, "prediction logged after shutdown; dropped");
+            }
+            return;
+        }
+        shared.stats.queued.fetch_add(1, Relaxed);
+        shared.stats.memory.fetch_add(1, Relaxed);
+        let was_empty = inbox.records.is_empty();
+        inbox.records.push(record);
+        drop(inbox);
+        if was_empty {
+            shared.notify.notify_one();
+        }
+    }
+
+    /// The counters now.
+    pub fn counters(&self) -> Counters {
+        let stats = &self.inner.shared.stats;
+        Counters {
+            queued: stats.queued.load(Relaxed),
+            sent: stats.sent.load(Relaxed),
+            spilled: stats.spilled.load(Relaxed),
+            dropped: stats.dropped.load(Relaxed),
+            sink_errors: stats.sink_errors.load(Relaxed),
+            recovered: stats.recovered.load(Relaxed),
+            corrupt: stats.corrupt.load(Relaxed),
+            queue_depth: stats.memory.load(Relaxed),
+            spill_backlog: stats.backlog.load(Relaxed),
+        }
+    }
+
+    /// Stops accepting records, sends what is queued (and spilled) until `deadline` from now, writes
+    /// whatever is left to the spill for the next run, closes the sink and returns the final
+    /// counters. Calling it again (from any clone) waits for the first call and returns the counters.
+    pub async fn shutdown(&self, deadline: Duration) -> Counters {
+        let inner = &self.inner;
+        let mut worker = inner.worker.lock().await;
+        if let Some(handle) = worker.take() {
+            inner.shared.inbox().closed = true;
+            inner.shared.notify.notify_one();
+            inner.shutdown.send_replace(Some(Instant::now() + deadline));
+            if let Err(error) = handle.await {
+                error!(target = inner.target, %error, "prediction log task failed");
+            }
+        }
+        self.counters()
+    }
+}

@@ -1,0 +1,422 @@
+//! The spill: an on-disk FIFO of records the sink could not take (yet).
+//!
+//! Segments are `spill-<seq>-<run>.jsonl` files of whole JSON lines (the record encoding). `<seq>`
+//! is 20 zero-padded digits; appends go to new segments with increasing numbers, and records that
+//! must go *before* everything spilled (a batch in flight when the sink failed) go to a new segment
+//! numbered below the first one. `<run>` makes every name unique across runs. Segments are read in
+//! lexical order; how far the first ones were sent is kept in `cursor` (rewritten atomically each
+//! flush interval and at shutdown), and a segment is deleted once all of it was sent. After a
+//! crash, the records sent since the cursor was last written are sent again (at-least-once).
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use tracing::{debug, error, info, warn};
+
+use crate::config::KINESIS_MAX_RECORD_BYTES;
+use crate::record::PredictionRecord;
+use crate::sink::Encoded;
+use crate::{Error, Result, Stats, blocking, sync_dir};
+
+/// A spill segment is closed (fsync) and a new one started past this size.
+const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// The first sequence number; front insertions count down from it, appends up.
+const SEQ_BASE: u64 = 9_000_000_000_000_000_000;
+const CURSOR: &str = "cursor";
+const CURSOR_TMP: &str = "cursor.tmp";
+
+struct SpillSegment {
+    seq: u64,
+    name: String,
+    /// Bytes in the file (complete lines, except maybe a torn tail left by a crash).
+    len: u64,
+    /// Bytes already sent (a line boundary).
+    consumed: u64,
+}
+
+/// Records read from the front of the spill; acknowledged with [`Spill::ack`].
+pub(crate) struct SpillBatch {
+    pub records: Vec<Encoded>,
+    /// Segment the records are from.
+    pub seq: u64,
+    /// Offset just past the batch's last line.
+    pub end: u64,
+}
+
+/// The on-disk FIFO. `backlog` (records not yet sent, in [`Stats`]) is kept exact.
+pub(crate) struct Spill {
+    dir: PathBuf,
+    stats: Arc<Stats>,
+    segments: VecDeque<SpillSegment>,
+    /// Appends go to the last segment while this is open.
+    writer: Option<File>,
+    next_back: u64,
+    next_front: u64,
+    run: String,
+    cursor_dirty: bool,
+    unsynced: bool,
+}
+
+fn parse_name(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("spill-")?.strip_suffix(".jsonl")?;
+    let (seq, run) = rest.split_once('-')?;
+    if seq.len() != 20 || run.is_empty() {
+        return None;
+    }
+    seq.parse().ok()
+}
+
+/// Lines from `offset` to the end of the file, a torn tail counting as one.
+fn count_lines(path: &Path, offset: u64) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut lines = 0;
+    let mut last = b'\n';
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        last = chunk[chunk.len() - 1];
+        let consumed = chunk.len();
+        reader.consume(consumed);
+    }
+    Ok(lines + u64::from(last != b'\n'))
+}
+
+impl Spill {
+    /// Opens (creating) the directory and counts what a previous run left there.
+    pub fn open(dir: &Path, stats: Arc<Stats>) -> Result<Self> {
+        let io_error = |action: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { action, path, source }
+        };
+        fs::create_dir_all(dir).map_err(io_error("create the spill directory", dir))?;
+        let mut segments = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_error("list the spill directory", dir))? {
+            let entry = entry.map_err(io_error("list the spill directory", dir))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(seq) = parse_name(&name) else { continue };
+            let len = entry.metadata().map_err(io_error("stat a spill segment", &entry.path()))?.len();
+            segments.push(SpillSegment { seq, name, len, consumed: 0 });
+        }
+        segments.sort_by(|a, b| a.name.cmp(&b.name));
+        let cursor_path = dir.join(CURSOR);
+        match fs::read_to_string(&cursor_path) {
+            Ok(cursor) => {
+                for line in cursor.lines() {
+                    let Some((name, offset)) = line.split_once(' ') else { continue };
+                    let Ok(offset) = offset.parse::<u64>() else { continue };
+                    if let Some(segment) = segments.iter_mut().find(|segment| segment.name == name) {
+                        segment.consumed = offset.min(segment.len);
+                    }
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Io { action: "read the spill cursor", path: cursor_path, source }),
+        }
+        let mut backlog = 0;
+        for segment in &segments {
+            let path = dir.join(&segment.name);
+            backlog += count_lines(&path, segment.consumed).map_err(io_error("read a spill segment", &path))?;
+        }
+        let next_back = segments.iter().map(|s| s.seq + 1).max().unwrap_or(SEQ_BASE).max(SEQ_BASE);
+        let next_front = segments.iter().map(|s| s.seq).min().unwrap_or(SEQ_BASE).min(SEQ_BASE) - 1;
+        stats.backlog.store(backlog, Relaxed);
+        stats.recovered.store(backlog, Relaxed);
+        if backlog > 0 {
+            info!(dir = %dir.display(), records = backlog, segments = segments.len(), "found spilled records; sending them first");
+        }
+        let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let mut spill = Spill {
+            dir: dir.to_owned(),
+            stats,
+            segments: segments.into(),
+            writer: None,
+            next_back,
+            next_front,
+            run,
+            cursor_dirty: true,
+            unsynced: false,
+        };
+        spill.gc();
+        spill.persist_cursor();
+        Ok(spill)
+    }
+
+    /// Records spilled and not yet sent.
+    pub fn backlog(&self) -> u64 {
+        self.stats.backlog.load(Relaxed)
+    }
+
+    fn new_segment(&mut self, seq: u64) -> io::Result<(SpillSegment, File)> {
+        let name = format!("spill-{seq:020}-{}.jsonl", self.run);
+        let file = OpenOptions::new().write(true).create_new(true).open(self.dir.join(&name))?;
+        Ok((SpillSegment { seq, name, len: 0, consumed: 0 }, file))
+    }
+
+    fn lines(records: &[Encoded]) -> Vec<u8> {
+        let mut buffer = Vec::with_capacity(records.iter().map(|r| r.json.len() + 1).sum());
+        for record in records {
+            buffer.extend_from_slice(&record.json);
+            buffer.push(b'\n');
+        }
+        buffer
+    }
+
+    /// Appends records after everything spilled.
+    pub fn append(&mut self, records: &[Encoded]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let full = self.segments.back().is_some_and(|segment| segment.len >= SEGMENT_BYTES);
+        if full && let Some(writer) = self.writer.take() {
+            blocking(|| writer.sync_data())?;
+            self.unsynced = false;
+        }
+        if self.writer.is_none() {
+            let (segment, file) = self.new_segment(self.next_back)?;
+            self.next_back += 1;
+            debug!(segment = segment.name, "opened spill segment");
+            self.segments.push_back(segment);
+            self.writer = Some(file);
+        }
+        let buffer = Self::lines(records);
+        let (Some(writer), Some(segment)) = (self.writer.as_mut(), self.segments.back_mut()) else {
+            return Err(io::Error::other("no spill segment"));
+        };
+        if let Err(error) = writer.write_all(&buffer) {
+            // Cut back to the last complete line; if that fails too, close the segment so that the
+            // torn line is at its end (skipped on reading) and not in the middle of later records.
+            let repaired = writer.set_len(segment.len).and_then(|()| writer.seek(SeekFrom::Start(segment.len)));
+            if repaired.is_err() {
+                self.writer = None;
+            }
+            return Err(error);
+        }
+        segment.len += buffer.len() as u64;
+        self.unsynced = true;
+        self.stats.backlog.fetch_add(records.len() as u64, Relaxed);
+        Ok(())
+    }
+
+    /// Writes records in a new segment before everything spilled (fsynced at once).
+    /// `counted` says whether they are already in the backlog (moved) or new to it.
+    pub fn push_front(&mut self, records: &[Encoded], counted: bool) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (mut segment, mut file) = self.new_segment(self.next_front)?;
+        self.next_front -= 1;
+        let buffer = Self::lines(records);
+        let path = self.dir.join(&segment.name);
+        let written = blocking(|| {
+            file.write_all(&buffer)?;
+            file.sync_data()?;
+            sync_dir(&self.dir)
+        });
+        if let Err(error) = written {
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
+        segment.len = buffer.len() as u64;
+        self.segments.push_front(segment);
+        if !counted {
+            self.stats.backlog.fetch_add(records.len() as u64, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max_records` / `max_bytes` ([`Encoded::size`]) records from the front; corrupt
+    /// lines met first are skipped and counted. `None` when the spill is empty.
+    pub fn read_batch(&mut self, max_records: usize, max_bytes: usize, keyed: bool) -> io::Result<Option<SpillBatch>> {
+        let max_record = if keyed { KINESIS_MAX_RECORD_BYTES } else { usize::MAX };
+        loop {
+            self.gc();
+            let writer_open = self.writer.is_some() && self.segments.len() == 1;
+            let Some(front) = self.segments.front_mut() else {
+                let backlog = self.stats.backlog.swap(0, Relaxed);
+                if backlog > 0 {
+                    warn!(backlog, "spill backlog miscounted; the spill is empty");
+                }
+                return Ok(None);
+            };
+            let path = self.dir.join(&front.name);
+            let available = front.len - front.consumed;
+            let mut window = (max_bytes as u64 + 1).min(available);
+            let data = loop {
+                let mut file = File::open(&path)?;
+                file.seek(SeekFrom::Start(front.consumed))?;
+                let mut data = Vec::with_capacity(window as usize);
+                file.take(window).read_to_end(&mut data)?;
+                if data.contains(&b'\n') || window >= available || (data.len() as u64) < window {
+                    break data;
+                }
+                window = (window * 2).min(available);
+            };
+            if available == 0 {
+                // Only the segment being appended to can be fully sent and still here: then
+                // nothing is left anywhere.
+                let backlog = self.stats.backlog.swap(0, Relaxed);
+                if backlog > 0 {
+                    warn!(backlog, "spill backlog miscounted; the spill is empty");
+                }
+                self.gc();
+                return Ok(None);
+            }
+            let base = front.consumed;
+            let mut records = Vec::new();
+            let mut bytes = 0;
+            let mut pos = 0;
+            while records.len() < max_records {
+                let Some(newline) = data[pos..].iter().position(|b| *b == b'\n') else { break };
+                let line = &data[pos..pos + newline];
+                let parsed = PredictionRecord::from_json(line).map_err(|e| e.to_string()).and_then(|record| {
+                    let encoded = Encoded::from_json(line.to_vec(), &record.ride_id, keyed);
+                    if encoded.size() > max_record {
+                        return Err(format!("record of {} bytes is too large for the sink", encoded.size()));
+                    }
+                    Ok(encoded)
+                });
+                match parsed {
+                    Ok(encoded) => {
+                        if !records.is_empty() && bytes + encoded.size() > max_bytes {
+                            break;
+                        }
+                        bytes += encoded.size();
+                        records.push(encoded);
+                    }
+                    Err(error) if records.is_empty() => {
+                        // Skipped lines before the batch are consumed at once.
+                        warn!(segment = front.name, offset = base + pos as u64, error, "skipping a corrupt spill line");
+                        front.consumed = base + (pos + newline + 1) as u64;
+                        self.stats.corrupt.fetch_add(1, Relaxed);
+                        self.stats.backlog.fetch_sub(1, Relaxed);
+                        self.cursor_dirty = true;
+                    }
+                    Err(_) => break,
+                }
+                pos += newline + 1;
+            }
+            if !records.is_empty() {
+                return Ok(Some(SpillBatch { records, seq: front.seq, end: base + pos as u64 }));
+            }
+            let rest = &data[pos..];
+            if rest.contains(&b'\n') || pos > 0 {
+                continue;
+            }
+            if writer_open {
+                // Unreachable in practice: the writer only writes whole lines.
+                warn!(segment = front.name, "spill segment ends with a partial line");
+                return Ok(None);
+            }
+            // No newline up to the end of a finished segment: a line torn by a crash.
+            warn!(segment = front.name, bytes = rest.len(), "skipping a torn last spill line");
+            front.consumed = front.len;
+            self.stats.corrupt.fetch_add(1, Relaxed);
+            self.stats.backlog.fetch_sub(1, Relaxed);
+            self.cursor_dirty = true;
+        }
+    }
+
+    /// Marks a batch as sent up to `end`; `released` records leave the backlog.
+    pub fn ack(&mut self, seq: u64, end: u64, released: u64) {
+        if let Some(segment) = self.segments.iter_mut().find(|segment| segment.seq == seq) {
+            segment.consumed = segment.consumed.max(end);
+        }
+        self.release(released);
+        self.cursor_dirty = true;
+        self.gc();
+    }
+
+    /// Records sent (or dropped) out of an unacknowledged batch leave the backlog.
+    pub fn release(&mut self, records: u64) {
+        self.stats.backlog.fetch_sub(records, Relaxed);
+    }
+
+    /// Deletes fully sent segments from the front; closes the writer once all is sent.
+    fn gc(&mut self) {
+        while let Some(front) = self.segments.front() {
+            if front.consumed < front.len {
+                break;
+            }
+            if self.segments.len() == 1 && self.writer.is_some() {
+                if self.backlog() > 0 {
+                    break;
+                }
+                self.writer = None;
+                self.unsynced = false;
+            }
+            let path = self.dir.join(&front.name);
+            if let Err(error) = fs::remove_file(&path)
+                && error.kind() != io::ErrorKind::NotFound
+            {
+                error!(segment = %path.display(), %error, "cannot delete a sent spill segment");
+            }
+            debug!(segment = front.name, "deleted sent spill segment");
+            self.segments.pop_front();
+            self.cursor_dirty = true;
+        }
+    }
+
+    /// Periodic: fsync appended records and rewrite the cursor when it moved.
+    pub fn flush(&mut self) {
+        if self.unsynced
+            && let Some(writer) = self.writer.as_ref()
+        {
+            if let Err(error) = blocking(|| writer.sync_data()) {
+                error!(dir = %self.dir.display(), %error, "cannot fsync the spill");
+            }
+            self.unsynced = false;
+        }
+        self.persist_cursor();
+    }
+
+    /// Writes the consumed offsets (`cursor.tmp`, fsync, rename), or removes the cursor when
+    /// nothing is partly sent.
+    pub fn persist_cursor(&mut self) {
+        if !self.cursor_dirty {
+            return;
+        }
+        let entries: String = self
+            .segments
+            .iter()
+            .filter(|segment| segment.consumed > 0)
+            .map(|segment| format!("{} {}\n", segment.name, segment.consumed))
+            .collect();
+        let cursor = self.dir.join(CURSOR);
+        let result = if entries.is_empty() {
+            match fs::remove_file(&cursor) {
+                Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        } else {
+            let tmp = self.dir.join(CURSOR_TMP);
+            blocking(|| {
+                let mut file = File::create(&tmp)?;
+                file.write_all(entries.as_bytes())?;
+                file.sync_data()?;
+                fs::rename(&tmp, &cursor)
+            })
+        };
+        match result {
+            Ok(()) => self.cursor_dirty = false,
+            Err(error) => error!(cursor = %cursor.display(), %error, "cannot write the spill cursor"),
+        }
+    }
+
+    /// At shutdown: fsync, persist the cursor, fsync the directory.
+    pub fn close(&mut self) {
+        self.flush();
+        if let Err(error) = blocking(|| sync_dir(&self.dir)) {
+            error!(dir = %self.dir.display(), %error, "cannot fsync the spill directory");
+        }
+        self.writer = None;
+    }
+}

@@ -1,0 +1,471 @@
+//! The background task: drains the inbox, sends batches in order, spills when the sink cannot keep
+//! up, and sends the spill first once it can.
+//!
+//! Records leave in log order: `[batch in flight] [pending (memory)] [spill] [inbox]`. While the
+//! spill holds anything, new records are appended to it rather than sent around it, so `pending`
+//! is only ever filled while the spill is empty. A batch that fails as a whole while it is only in
+//! memory goes to the *front* of the spill; a batch read from the spill stays there until it is
+//! acknowledged. Entries of a batch Kinesis partly rejects are retried (with backoff) before
+//! anything newer is sent.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tracing::{debug, error, info, warn};
+
+use crate::config::LogConfig;
+use crate::log::Shared;
+use crate::record::PredictionRecord;
+use crate::sink::{Encoded, Sink};
+use crate::spill::Spill;
+
+/// How long the task keeps going when every handle was dropped without a shutdown.
+const ORPHAN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Where a batch came from, which decides what a failure does with it.
+enum Origin {
+    /// Only in memory: on failure it must be spilled (to the front).
+    Memory,
+    /// Read from the spill, up to `end` in segment `seq`: it stays there until acknowledged.
+    Spill { seq: u64, end: u64 },
+}
+
+struct Batch {
+    /// Records still to send (the failed entries after a partial failure).
+    records: Vec<Encoded>,
+    origin: Origin,
+    /// Records of the batch already acknowledged.
+    acked: usize,
+}
+
+enum Delivery {
+    Sent,
+    Failed,
+    Deadline,
+}
+
+/// Exponential backoff with jitter: the n-th wait is uniform in [cap/2, cap], cap = min(max, initial * 2^n).
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let cap = self.initial.saturating_mul(1 << self.attempt.min(20)).min(self.max);
+        self.attempt += 1;
+        cap / 2 + cap.mul_f64(fastrand::f64() / 2.0)
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// The buffers between the inbox and the sink.
+struct Buffers {
+    shared: Arc<Shared>,
+    spill: Spill,
+    /// Encoded records waiting in memory (only while the spill is empty).
+    pending: VecDeque<Encoded>,
+    capacity: usize,
+    keyed: bool,
+    max_record_bytes: usize,
+    /// The previous inbox vector, swapped back in to keep its allocation.
+    spare: Vec<PredictionRecord>,
+}
+
+impl Buffers {
+    /// Takes everything from the inbox: into `pending`, or the spill when it is not empty, when
+    /// memory holds `capacity` records, or when `spill_all` (shutdown past its deadline).
+    fn drain(&mut self, spill_all: bool) {
+        let mut taken = {
+            let mut inbox = self.shared.inbox();
+            if inbox.records.is_empty() {
+                return;
+            }
+            std::mem::replace(&mut inbox.records, std::mem::take(&mut self.spare))
+        };
+        let stats = &self.shared.stats;
+        let mut encoded = Vec::with_capacity(taken.len());
+        for record in taken.drain(..) {
+            let record = Encoded::new(&record, self.keyed);
+            if record.size() > self.max_record_bytes {
+                error!(
+                    bytes = record.size(),
+                    limit = self.max_record_bytes,
+                    "prediction record too large for the sink; dropped"
+                );
+                stats.dropped.fetch_add(1, Relaxed);
+                stats.memory.fetch_sub(1, Relaxed);
+                continue;
+            }
+            encoded.push(record);
+        }
+        self.spare = taken;
+        if spill_all || self.spill.backlog() > 0 {
+            self.spill(&encoded);
+            return;
+        }
+        self.pending.extend(encoded);
+        if self.pending.len() >= self.capacity {
+            debug!(records = self.pending.len(), "prediction log queue full; spilling");
+            self.spill_pending();
+        }
+    }
+
+    /// Appends records (from memory) to the spill.
+    fn spill(&mut self, records: &[Encoded]) {
+        if records.is_empty() {
+            return;
+        }
+        let stats = &self.shared.stats;
+        let count = records.len() as u64;
+        match self.spill.append(records) {
+            Ok(()) => {
+                stats.spilled.fetch_add(count, Relaxed);
+            }
+            Err(error) => {
+                error!(%error, records = count, "cannot write to the spill; records lost");
+                stats.dropped.fetch_add(count, Relaxed);
+            }
+        }
+        stats.memory.fetch_sub(count, Relaxed);
+    }
+
+    fn spill_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.spill(&Vec::from(pending));
+    }
+}
+
+/// Shutdown signalling and the housekeeping timer.
+struct Control {
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<Option<Instant>>,
+    /// The shutdown handle is gone: no more changes to wait for.
+    orphaned: bool,
+    deadline: Option<Instant>,
+    tick: Interval,
+}
+
+impl Control {
+    fn closing(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// Picks up a shutdown request without waiting (the select branches only see it when they
+    /// get polled, which a sink that is always ready prevents).
+    fn refresh(&mut self) {
+        if self.orphaned {
+            return;
+        }
+        match self.shutdown.has_changed() {
+            Ok(false) => {}
+            Ok(true) => self.on_shutdown_change(Ok(())),
+            Err(error) => self.on_shutdown_change(Err(error)),
+        }
+    }
+
+    fn on_shutdown_change(&mut self, changed: Result<(), watch::error::RecvError>) {
+        match changed {
+            Ok(()) => self.deadline = *self.shutdown.borrow_and_update(),
+            Err(_) => {
+                self.orphaned = true;
+                if self.deadline.is_none() {
+                    warn!("prediction log dropped without shutdown; flushing");
+                    self.shared.inbox().closed = true;
+                    self.deadline = Some(Instant::now() + ORPHAN_DEADLINE);
+                }
+            }
+        }
+    }
+}
+
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drives `work` to completion while keeping the inbox drained and the housekeeping going;
+/// `None` if the shutdown deadline passed first (`work` is then dropped).
+async fn pump<F: Future>(buffers: &mut Buffers, control: &mut Control, work: F) -> Option<F::Output> {
+    tokio::pin!(work);
+    let shared = control.shared.clone();
+    loop {
+        tokio::select! {
+            biased;
+            output = &mut work => return Some(output),
+            () = until(control.deadline) => return None,
+            changed = control.shutdown.changed(), if !control.orphaned => control.on_shutdown_change(changed),
+            _ = control.tick.tick() => buffers.spill.flush(),
+            () = shared.notify.notified() => buffers.drain(false),
+        }
+    }
+}
+
+/// The background task's state.
+pub(crate) struct Worker {
+    sink: Sink,
+    buffers: Buffers,
+    control: Control,
+    backoff: Backoff,
+    sink_down: bool,
+}
+
+impl Worker {
+    pub fn new(
+        config: &LogConfig,
+        sink: Sink,
+        spill: Spill,
+        shared: Arc<Shared>,
+        shutdown: watch::Receiver<Option<Instant>>,
+    ) -> Self {
+        let mut tick = tokio::time::interval(config.flush_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let buffers = Buffers {
+            shared: shared.clone(),
+            spill,
+            pending: VecDeque::new(),
+            capacity: config.queue_capacity,
+            keyed: sink.keyed(),
+            max_record_bytes: sink.max_record_bytes(),
+            spare: Vec::new(),
+        };
+        Worker {
+            sink,
+            buffers,
+            control: Control { shared, shutdown, orphaned: false, deadline: None, tick },
+            backoff: Backoff { initial: config.initial_backoff, max: config.max_backoff, attempt: 0 },
+            sink_down: false,
+        }
+    }
+
+    pub async fn run(mut self) {
+        info!(sink = self.sink.describe(), "prediction log started");
+        loop {
+            // Read before draining: once closing is seen, this drain is the last one needed.
+            self.control.refresh();
+            let closing = self.control.closing();
+            self.buffers.drain(false);
+            self.sink.maintain();
+            if self.control.past_deadline() {
+                break;
+            }
+            let batch = match self.next_batch() {
+                Ok(Some(batch)) => batch,
+                Ok(None) if closing => break,
+                Ok(None) => {
+                    self.idle().await;
+                    continue;
+                }
+                Err(()) if closing => break,
+                Err(()) => {
+                    if !self.wait_backoff().await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            match self.deliver(batch).await {
+                Delivery::Sent => {
+                    if self.sink_down {
+                        info!(
+                            sink = self.sink.describe(),
+                            backlog = self.buffers.spill.backlog(),
+                            "prediction log sink recovered"
+                        );
+                        self.sink_down = false;
+                    }
+                    self.backoff.reset();
+                }
+                Delivery::Failed if closing => break,
+                Delivery::Failed => {
+                    if !self.wait_backoff().await {
+                        break;
+                    }
+                }
+                Delivery::Deadline => break,
+            }
+        }
+        self.finish();
+    }
+
+    /// Waits for new records, housekeeping or shutdown.
+    async fn idle(&mut self) {
+        let shared = self.control.shared.clone();
+        tokio::select! {
+            () = shared.notify.notified() => {}
+            _ = self.control.tick.tick() => self.buffers.spill.flush(),
+            changed = self.control.shutdown.changed(), if !self.control.orphaned => self.control.on_shutdown_change(changed),
+        }
+    }
+
+    /// Waits out the backoff; false if the deadline passed.
+    async fn wait_backoff(&mut self) -> bool {
+        let wait = self.backoff.next();
+        pump(&mut self.buffers, &mut self.control, tokio::time::sleep(wait)).await.is_some()
+    }
+
+    /// The oldest records: the spill's front, else memory. `Err` if the spill cannot be read.
+    fn next_batch(&mut self) -> Result<Option<Batch>, ()> {
+        let (max_records, max_bytes) = self.sink.batch_limits();
+        if self.buffers.spill.backlog() > 0 {
+            match self.buffers.spill.read_batch(max_records, max_bytes, self.buffers.keyed) {
+                Ok(Some(batch)) => {
+                    let origin = Origin::Spill { seq: batch.seq, end: batch.end };
+                    return Ok(Some(Batch { records: batch.records, origin, acked: 0 }));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    error!(%error, "cannot read the spill");
+                    return Err(());
+                }
+            }
+        }
+        let pending = &mut self.buffers.pending;
+        let mut count = 0;
+        let mut bytes = 0;
+        for record in pending.iter() {
+            if count > 0 && (count == max_records || bytes + record.size() > max_bytes) {
+                break;
+            }
+            count += 1;
+            bytes += record.size();
+        }
+        if count == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Batch { records: pending.drain(..count).collect(), origin: Origin::Memory, acked: 0 }))
+    }
+
+    /// Sends a batch, retrying the entries the sink rejected, until it is all acknowledged, the
+    /// sink fails as a whole, or the deadline passes.
+    async fn deliver(&mut self, mut batch: Batch) -> Delivery {
+        let stats = self.buffers.shared.stats.clone();
+        loop {
+            let attempt = pump(&mut self.buffers, &mut self.control, self.sink.send(&batch.records)).await;
+            let Some(result) = attempt else {
+                self.abandon(batch);
+                return Delivery::Deadline;
+            };
+            match result {
+                Ok(failed) if failed.is_empty() => {
+                    let count = batch.records.len();
+                    self.count_sent(&batch.origin, count);
+                    if let Origin::Spill { seq, end } = batch.origin {
+                        self.buffers.spill.ack(seq, end, 0);
+                    }
+                    return Delivery::Sent;
+                }
+                Ok(failed) => {
+                    stats.sink_errors.fetch_add(1, Relaxed);
+                    let sent = batch.records.len() - failed.len();
+                    let mut failed = failed.into_iter().peekable();
+                    let mut retry = Vec::with_capacity(batch.records.len() - sent);
+                    for (index, record) in batch.records.drain(..).enumerate() {
+                        if failed.next_if_eq(&index).is_some() {
+                            retry.push(record);
+                        }
+                    }
+                    batch.records = retry;
+                    batch.acked += sent;
+                    self.count_sent(&batch.origin, sent);
+                    debug!(sent, retry = batch.records.len(), "sink rejected part of a batch; retrying those");
+                    let wait = self.backoff.next();
+                    if pump(&mut self.buffers, &mut self.control, tokio::time::sleep(wait)).await.is_none() {
+                        self.abandon(batch);
+                        return Delivery::Deadline;
+                    }
+                }
+                Err(error) => {
+                    stats.sink_errors.fetch_add(1, Relaxed);
+                    if self.sink_down {
+                        debug!(sink = self.sink.describe(), error = error.0, "prediction log sink still failing");
+                    } else {
+                        warn!(
+                            sink = self.sink.describe(),
+                            error = error.0,
+                            "prediction log sink failed; spilling until it recovers"
+                        );
+                        self.sink_down = true;
+                    }
+                    self.abandon(batch);
+                    self.buffers.spill_pending();
+                    return Delivery::Failed;
+                }
+            }
+        }
+    }
+
+    fn count_sent(&mut self, origin: &Origin, count: usize) {
+        let stats = &self.buffers.shared.stats;
+        stats.sent.fetch_add(count as u64, Relaxed);
+        match origin {
+            Origin::Memory => {
+                stats.memory.fetch_sub(count as u64, Relaxed);
+            }
+            Origin::Spill { .. } => self.buffers.spill.release(count as u64),
+        }
+    }
+
+    /// Puts back what is left of a batch that will not be retried now, ahead of everything else.
+    fn abandon(&mut self, batch: Batch) {
+        let stats = self.buffers.shared.stats.clone();
+        let count = batch.records.len() as u64;
+        let spill = &mut self.buffers.spill;
+        match batch.origin {
+            Origin::Memory => {
+                if let Err(error) = spill.push_front(&batch.records, false) {
+                    error!(%error, records = count, "cannot write to the spill; records lost");
+                    stats.dropped.fetch_add(count, Relaxed);
+                } else {
+                    stats.spilled.fetch_add(count, Relaxed);
+                }
+                stats.memory.fetch_sub(count, Relaxed);
+            }
+            // Untouched, it is still in the spill as it was.
+            Origin::Spill { .. } if batch.acked == 0 => {}
+            // Partly sent: move the rest in front, then mark the whole range as sent.
+            Origin::Spill { seq, end } => {
+                if let Err(error) = spill.push_front(&batch.records, true) {
+                    error!(%error, records = count, "cannot write to the spill; records lost");
+                    stats.dropped.fetch_add(count, Relaxed);
+                    spill.release(count);
+                }
+                spill.ack(seq, end, 0);
+                spill.persist_cursor();
+            }
+        }
+    }
+
+    /// Spills whatever is still in memory (older first), closes the sink and makes the spill durable.
+    fn finish(&mut self) {
+        self.buffers.spill_pending();
+        self.buffers.drain(true);
+        self.sink.close();
+        self.buffers.spill.close();
+        let stats = &self.buffers.shared.stats;
+        info!(
+            sink = self.sink.describe(),
+            queued = stats.queued.load(Relaxed),
+            sent = stats.sent.load(Relaxed),
+            spilled = stats.spilled.load(Relaxed),
+            dropped = stats.dropped.load(Relaxed),
+            spill_backlog = stats.backlog.load(Relaxed),
+            "prediction log stopped"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! The local sink end to end: segments, rotation, the spill, recovery of a previous run's spill.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{read_segments, record, wait_until};
+use lightops_predlog::{LogConfig, PredictionLog, SinkTarget};
+
+fn config(dir: &std::path::Path) -> LogConfig {
+    let logs = dir.join("logs");
+    LogConfig::new(SinkTarget::Local(logs.clone()), logs.join("spill"))
+}
+
+fn ride_ids(records: &[lightops_predlog::PredictionRecord]) -> Vec<String> {
+    records.iter().map(|record| record.ride_id.clone()).collect()
+}
+
+fn expected(range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|i| record(i).ride_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_arrive_in_order_across_size_rotated_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.segment_bytes = 64 * 1024;
+    let log = PredictionLog::start(config).await.unwrap();
+    const N: u64 = 20_000;
+    let started = Instant::now();
+    for i in 0..N {
+        log.log(record(i));
+    }
+    let logging = started.elapsed();
+    let counters = log.shutdown(Duration::from_secs(10)).await;
+    eprintln!("logged {N} records in {logging:?}; counters {counters:?}");
+
+    assert_eq!((counters.queued, counters.sent, counters.dropped), (N, N, 0));
+    assert_eq!((counters.queue_depth, counters.spill_backlog), (0, 0));
+    let logs = dir.path().join("logs");
+    let (records, segments) = read_segments(&logs);
+    assert_eq!(ride_ids(&records), expected(0..N), "every record once, in order");
+    assert_eq!(records[17], record(17), "records round-trip");
+    assert!(segments > 50, "rotated by size: {segments} segments");
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        assert!(!name.ends_with(".open"), "no segment left open: {name}");
+        if name.ends_with(".jsonl") {
+            assert!(entry.metadata().unwrap().len() <= 64 * 1024, "{name} within the size limit");
+        }
+    }
+    // The log refuses (and counts) records after shutdown.
+    log.log(record(N));
+    assert_eq!(log.counters().dropped, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_rotate_by_age_and_are_visible_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.segment_age = Duration::from_millis(300);
+    config.flush_interval = Duration::from_millis(50);
+    let log = PredictionLog::start(config).await.unwrap();
+    let logs = dir.path().join("logs");
+    for i in 0..100 {
+        log.log(record(i));
+    }
+    // Without any further record, the segment is closed once it is old enough.
+    wait_until("an age-rotated segment", Duration::from_secs(10), || read_segments(&logs).0.len() == 100).await;
+    for i in 100..200 {
+        log.log(record(i));
+    }
+    wait_until("a second segment", Duration::from_secs(10), || read_segments(&logs).1 == 2).await;
+    let counters = log.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((counters.sent, counters.dropped), (200, 0));
+    assert_eq!(ride_ids(&read_segments(&logs).0), expected(0..200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_goes_through_the_spill_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    // Every drain finds the queue "full": all records take the spill path.
+    config.queue_capacity = 1;
+    let log = PredictionLog::start(config).await.unwrap();
+    const N: u64 = 10_000;
+    for i in 0..N {
+        log.log(record(i));
+    }
+    let counters = log.shutdown(Duration::from_secs(10)).await;
+    eprintln!("counters {counters:?}");
+    assert_eq!((counters.sent, counters.dropped, counters.spill_backlog), (N, 0, 0));
+    assert!(counters.spilled > 0, "records went through the spill");
+    let logs = dir.path().join("logs");
+    assert_eq!(ride_ids(&read_segments(&logs).0), expected(0..N));
+    let spill_left: Vec<_> = std::fs::read_dir(logs.join("spill")).unwrap().collect();
+    assert!(spill_left.is_empty(), "sent spill segments are deleted: {spill_left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_spilled_by_a_previous_run_are_sent_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    // What a killed run leaves: two spill segments, the second with a line torn mid-write, and a
+    // cursor saying the first 10 records of the first segment were already sent.
+    std::fs::create_dir_all(&config.spill_dir).unwrap();
+    let lines = |range: std::ops::Range<u64>| {
+        range.flat_map(|i| [record(i).to_json(), b"\n".to_vec()].concat()).collect::<Vec<u8>>()
+    };
+    let first = "spill-09000000000000000000-aaaaaaaaaaaa.jsonl";
+    let second = "spill-09000000000000000001-aaaaaaaaaaaa.jsonl";
+    std::fs::write(config.spill_dir.join(first), lines(0..300)).unwrap();
+    let sent_before = lines(0..10).len();
+    std::fs::write(config.spill_dir.join("cursor"), format!("{first} {sent_before}\n")).unwrap();
+    let mut torn = lines(300..500);
+    torn.extend_from_slice(&record(500).to_json()[..40]);
+    std::fs::write(config.spill_dir.join(second), torn).unwrap();
+
+    let log = PredictionLog::start(config).await.unwrap();
+    let at_start = log.counters();
+    assert_eq!(at_start.recovered, 290 + 200 + 1, "the torn line counts until it is read");
+    for i in 1000..1100 {
+        log.log(record(i));
+    }
+    let counters = log.shutdown(Duration::from_secs(10)).await;
+    eprintln!("counters {counters:?}");
+    assert_eq!((counters.sent, counters.corrupt, counters.dropped, counters.spill_backlog), (490 + 100, 1, 0, 0));
+    let logs = dir.path().join("logs");
+    let expected: Vec<String> = expected(10..500).into_iter().chain(expected(1000..1100)).collect();
+    assert_eq!(ride_ids(&read_segments(&logs).0), expected, "the spill first, then new records");
+    let spill_left: Vec<_> = std::fs::read_dir(logs.join("spill")).unwrap().collect();
+    assert!(spill_left.is_empty(), "spill emptied: {spill_left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PredictionLog::start(config(dir.path())).await.unwrap();
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 25_000;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let log = log.clone();
+            scope.spawn(move || {
+                for i in 0..PER_THREAD {
+                    log.log(record(t * PER_THREAD + i));
+                }
+            });
+        }
+    });
+    let logging = started.elapsed();
+    let counters = log.shutdown(Duration::from_secs(20)).await;
+    eprintln!("{THREADS} threads logged {} records in {logging:?}; counters {counters:?}", THREADS * PER_THREAD);
+    assert_eq!((counters.sent, counters.dropped), (THREADS * PER_THREAD, 0));
+    let records = read_segments(&dir.path().join("logs")).0;
+    let mut ids = ride_ids(&records);
+    // Each thread's records stay in that thread's order.
+    let mut last = vec![None; THREADS as usize];
+    for record in &records {
+        let i: u64 = record.ride_id["ride-".len()..].parse().unwrap();
+        let thread = (i / PER_THREAD) as usize;
+        assert!(last[thread] < Some(i), "thread {thread} in order");
+        last[thread] = Some(i);
+    }
+    ids.sort();
+    assert_eq!(ids, expected(0..THREADS * PER_THREAD));
+}

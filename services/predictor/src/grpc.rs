@@ -1,0 +1,152 @@
+//! `lightops.predictor.v1.Predictor` over gRPC.
+
+use std::pin::Pin;
+use std::time::Instant;
+
+use futures::Stream;
+use lightops_api::common::v1 as common;
+use lightops_api::predictor::v1 as pb;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Error;
+use crate::metrics::Api;
+use crate::predict::{Predictor, RideIn, check_proto_ride};
+
+/// Most rides accepted in one PredictBatch call or one PredictStream message.
+pub const MAX_BATCH: usize = 100_000;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct PredictorService {
+    predictor: Predictor,
+}
+
+impl PredictorService {
+    /// Serves predictions from `predictor`.
+    pub fn new(predictor: Predictor) -> Self {
+        Self { predictor }
+    }
+
+    fn batch(&self, api: Api, rides: Vec<common::Ride>, parent: &str) -> Result<pb::PredictBatchResponse, Error> {
+        let started = Instant::now();
+        let checked = check_rides(rides, parent).map_err(|e| self.predictor.refuse(api, e))?;
+        let model = self.predictor.model().map_err(|e| self.predictor.refuse(api, e))?;
+        let durations = self.predictor.answer(api, &model, &checked, started);
+        let predictions = checked
+            .into_iter()
+            .zip(durations)
+            .map(|(ride, duration)| pb::Prediction { ride_id: ride.ride_id, duration })
+            .collect();
+        Ok(pb::PredictBatchResponse {
+            predictions,
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+        })
+    }
+}
+
+/// Checks every ride of a batch before any is scored; errors name `rides[i].field`.
+fn check_rides(rides: Vec<common::Ride>, parent: &str) -> Result<Vec<RideIn>, Error> {
+    if rides.is_empty() {
+        return Err(Error::invalid(format!("{parent}rides"), "is empty; send at least one ride"));
+    }
+    if rides.len() > MAX_BATCH {
+        return Err(Error::invalid(
+            format!("{parent}rides"),
+            format!("has {} rides; at most {MAX_BATCH}", rides.len()),
+        ));
+    }
+    rides
+        .into_iter()
+        .enumerate()
+        .map(|(i, ride)| check_proto_ride(ride).map_err(|e| e.within(&format!("{parent}rides[{i}]"))))
+        .collect()
+}
+
+type PredictionStream = Pin<Box<dyn Stream<Item = Result<pb::PredictBatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::predictor_server::Predictor for PredictorService {
+    async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
+        let started = Instant::now();
+        let api = Api::Predict;
+        let Some(ride) = request.into_inner().ride else {
+            return Err(self.predictor.refuse(api, Error::invalid("ride", "is missing")).into());
+        };
+        let checked = check_proto_ride(ride).map_err(|e| self.predictor.refuse(api, e.within("ride")))?;
+        let model = self.predictor.model().map_err(|e| self.predictor.refuse(api, e))?;
+        let rides = [checked];
+        let duration = self.predictor.answer(api, &model, &rides, started)[0];
+        let [ride] = rides;
+        Ok(Response::new(pb::PredictResponse {
+            prediction: Some(pb::Prediction { ride_id: ride.ride_id, duration }),
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+        }))
+    }
+
+    async fn predict_batch(
+        &self,
+        request: Request<pb::PredictBatchRequest>,
+    ) -> Result<Response<pb::PredictBatchResponse>, Status> {
+        Ok(Response::new(self.batch(Api::PredictBatch, request.into_inner().rides, "")?))
+    }
+
+    type PredictStreamStream = PredictionStream;
+
+    async fn predict_stream(
+        &self,
+        request: Request<Streaming<pb::PredictBatchRequest>>,
+    ) -> Result<Response<Self::PredictStreamStream>, Status> {
+        let service = self.clone();
+        let mut incoming = request.into_inner();
+        let mut index = 0u64;
+        // Answers each message as it arrives, in order; a bad message ends the stream with an
+        // error naming it, after the answers to the messages before it.
+        let output = async_stream_map(move |tx| async move {
+            while let Some(message) = incoming.next().await {
+                let reply = match message {
+                    Ok(message) => service
+                        .batch(Api::PredictStream, message.rides, &format!("messages[{index}]."))
+                        .map_err(Status::from),
+                    Err(status) => Err(status),
+                };
+                index += 1;
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(output))
+    }
+
+    async fn get_model(&self, _request: Request<pb::GetModelRequest>) -> Result<Response<pb::ServingModel>, Status> {
+        let model = self.predictor.model()?;
+        Ok(Response::new(pb::ServingModel {
+            model: Some(common::ModelRef {
+                name: model.name.clone(),
+                version: model.version.clone(),
+                source: model.source.clone(),
+                sha256: model.sha256.clone(),
+                run_id: model.run_id.clone(),
+            }),
+            requested: self.predictor.requested.to_string(),
+            loaded_at_ms: model.loaded_at_ms,
+            features: model.features as u64,
+        }))
+    }
+}
+
+/// Runs `produce` on a task feeding a bounded channel, and returns the channel as a stream.
+/// (A small channel keeps the answers in step with the client's reading: backpressure.)
+fn async_stream_map<F, Fut>(produce: F) -> PredictionStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::PredictBatchResponse, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(produce(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,134 @@
+//! What every API shares: checking rides, scoring them with one model, and writing one
+//! prediction-log record per answered ride.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use lightops_api::common::v1 as common;
+use lightops_ml::Ride;
+use lightops_predlog::{PredictionLog, PredictionRecord, RideFeatures, SCHEMA_VERSION};
+
+use crate::error::{Error, Result};
+use crate::metrics::{Api, Metrics};
+use crate::model::{LoadedModel, ModelSlot, now_ms};
+
+/// Longest ride_id accepted, in bytes.
+pub const MAX_RIDE_ID_BYTES: usize = 256;
+
+/// A checked ride.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RideIn {
+    /// Caller's identifier (may be empty).
+    pub ride_id: String,
+    /// The model inputs.
+    pub ride: Ride,
+    /// The ride's own time, ms since the epoch, when given.
+    pub event_time_ms: Option<i64>,
+}
+
+/// Checks a ride's fields. Errors name the field (without a parent path; callers add it).
+pub fn check_ride(ride_id: String, ride: Ride, event_time_ms: Option<i64>) -> Result<RideIn> {
+    if ride_id.len() > MAX_RIDE_ID_BYTES {
+        return Err(Error::invalid("ride_id", format!("is {} bytes; at most {MAX_RIDE_ID_BYTES}", ride_id.len())));
+    }
+    if !ride.trip_distance.is_finite() {
+        return Err(Error::invalid("trip_distance", format!("must be a finite number, got {}", ride.trip_distance)));
+    }
+    if ride.trip_distance < 0.0 {
+        return Err(Error::invalid("trip_distance", format!("must not be negative, got {}", ride.trip_distance)));
+    }
+    if let Some(time) = event_time_ms
+        && time < 0
+    {
+        return Err(Error::invalid("event_time_ms", format!("must not be negative, got {time}")));
+    }
+    Ok(RideIn { ride_id, ride, event_time_ms })
+}
+
+/// Checks a protobuf ride (event_time_ms 0 means unknown).
+pub fn check_proto_ride(ride: common::Ride) -> Result<RideIn> {
+    let event_time = (ride.event_time_ms != 0).then_some(ride.event_time_ms);
+    let fields = Ride {
+        pu_location_id: ride.pu_location_id,
+        do_location_id: ride.do_location_id,
+        trip_distance: ride.trip_distance,
+    };
+    check_ride(ride.ride_id, fields, event_time)
+}
+
+/// Scores rides and logs them.
+#[derive(Debug, Clone)]
+pub struct Predictor {
+    /// The model being served.
+    pub slot: Arc<ModelSlot>,
+    /// Where answered predictions are recorded (None: logging disabled).
+    pub log: Option<PredictionLog>,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// What `--model` asked for (`models:/trip_duration@staging`, a path, `s3://…`).
+    pub requested: Arc<str>,
+}
+
+impl Predictor {
+    /// The model to answer a whole request with.
+    pub fn model(&self) -> Result<Arc<LoadedModel>> {
+        self.slot.current().ok_or_else(|| Error::NotReady("the predictor is still loading its model".into()))
+    }
+
+    /// Scores checked rides with `model`, logs one record per ride and records metrics.
+    pub fn answer(&self, api: Api, model: &LoadedModel, rides: &[RideIn], started: Instant) -> Vec<f64> {
+        let predictions: Vec<f64> = rides.iter().map(|r| model.scorer.score(&r.ride)).collect();
+        let elapsed = started.elapsed();
+        if let Some(log) = &self.log {
+            let received_at_ms = now_ms() - elapsed.as_millis() as i64;
+            let latency_us = elapsed.as_micros() as u64;
+            for (ride, prediction) in rides.iter().zip(&predictions) {
+                log.log(PredictionRecord {
+                    schema: SCHEMA_VERSION,
+                    ride_id: ride.ride_id.clone(),
+                    event_time_ms: ride.event_time_ms,
+                    received_at_ms,
+                    features: RideFeatures {
+                        pu_location_id: ride.ride.pu_location_id,
+                        do_location_id: ride.ride.do_location_id,
+                        trip_distance: ride.ride.trip_distance,
+                    },
+                    prediction: *prediction,
+                    model_name: model.name.clone(),
+                    model_version: model.version.clone(),
+                    latency_us,
+                });
+            }
+        }
+        self.metrics.answered(api, &predictions, elapsed.as_secs_f64());
+        predictions
+    }
+
+    /// Counts a refused request and passes the error on.
+    pub fn refuse(&self, api: Api, error: Error) -> Error {
+        self.metrics.refused(api, &error);
+        error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ride(trip_distance: f64) -> Ride {
+        Ride { pu_location_id: 1, do_location_id: 2, trip_distance }
+    }
+
+    #[test]
+    fn rejects_bad_distances_and_times_naming_the_field() {
+        for (distance, needle) in [(f64::NAN, "finite"), (f64::INFINITY, "finite"), (-1.0, "negative")] {
+            let error = check_ride(String::new(), ride(distance), None).expect_err("bad distance").to_string();
+            assert!(error.starts_with("trip_distance:") && error.contains(needle), "{error}");
+        }
+        let error = check_ride(String::new(), ride(1.0), Some(-5)).expect_err("bad time").to_string();
+        assert!(error.starts_with("event_time_ms:"), "{error}");
+        let error = check_ride("x".repeat(300), ride(1.0), None).expect_err("long id").to_string();
+        assert!(error.starts_with("ride_id:"), "{error}");
+        assert!(check_ride("r1".into(), ride(0.0), Some(0)).is_ok());
+    }
+}
