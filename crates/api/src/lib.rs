@@ -25,6 +25,15 @@ pub mod predictor {
     }
 }
 
+/// `lightops.trainer.v1`: training jobs, in-process or as Kubernetes Jobs, on demand or on a
+/// schedule.
+pub mod trainer {
+    /// Version 1 of the trainer API.
+    pub mod v1 {
+        tonic::include_proto!("lightops.trainer.v1");
+    }
+}
+
 /// `lightops.common.v1`: messages shared by every service.
 pub mod common {
     /// Version 1 of the shared messages.

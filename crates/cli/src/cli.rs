@@ -142,6 +142,46 @@ pub enum ServeCommand {
     /// Predictions over gRPC (lightops.predictor.v1 and the Open Inference Protocol v2) and the
     /// workshop's HTTP API, on one port (default 9696, where the workshop served).
     Predictor(ServePredictorArgs),
+    /// Training jobs over gRPC (default port 5001), in-process or as Kubernetes Jobs, on demand
+    /// or on cron schedules, with the promotion policy.
+    Trainer(ServeTrainerArgs),
+}
+
+/// `lightops serve trainer`.
+#[derive(Debug, Args)]
+pub struct ServeTrainerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LIGHTOPS_TRAINER_LISTEN", default_value = "127.0.0.1:5001")]
+    pub listen: std::net::SocketAddr,
+    /// Registry URL: jobs log their runs there, register versions and move aliases.
+    #[arg(long, env = "LIGHTOPS_REGISTRY", default_value = "http://127.0.0.1:5000")]
+    pub registry: String,
+    /// In-process jobs running at once.
+    #[arg(long, env = "LIGHTOPS_TRAINER_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: usize,
+    /// In-process jobs allowed to wait; more are refused until the queue drains.
+    #[arg(long, env = "LIGHTOPS_TRAINER_QUEUE", default_value_t = 16)]
+    pub queue: usize,
+    /// Executor for jobs that do not choose one.
+    #[arg(long, env = "LIGHTOPS_TRAINER_EXECUTOR", value_enum, default_value_t = ExecutorArg::InProcess)]
+    pub executor: ExecutorArg,
+    /// Kubernetes Job template as a JSON file (image, resources, service_account, env,
+    /// ttl_seconds_after_finished, registry_url, …); enables the Kubernetes executor, which uses
+    /// the in-cluster service account or the local kubeconfig.
+    #[arg(long, env = "LIGHTOPS_TRAINER_JOB_TEMPLATE")]
+    pub job_template: Option<PathBuf>,
+    /// Namespace for training Jobs [default: the client's default namespace].
+    #[arg(long, env = "LIGHTOPS_TRAINER_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+/// `--executor` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExecutorArg {
+    /// Jobs run in the trainer process.
+    InProcess,
+    /// Jobs run as Kubernetes Jobs (needs --job-template).
+    Kubernetes,
 }
 
 /// `lightops serve predictor`.
@@ -237,9 +277,27 @@ pub struct TrainArgs {
     /// Point this alias (e.g. staging) at the new version.
     #[arg(long, env = "LIGHTOPS_ALIAS", requires = "register_as")]
     pub alias: Option<String>,
+    /// Tags for the run, as KEY=VALUE (repeatable; comma-separated in the environment variable).
+    #[arg(long = "tag", env = "LIGHTOPS_TAGS", value_delimiter = ',', value_parser = parse_tag, requires = "registry")]
+    pub tags: Vec<(String, String)>,
+    /// The trainer job this run belongs to (recorded as the run's lightops.job_id tag; set by the
+    /// trainer when it runs `lightops train` as a Kubernetes Job).
+    #[arg(long, env = "LIGHTOPS_JOB_ID", requires = "registry")]
+    pub job_id: Option<String>,
+    /// Feature spec as JSON text (same format as --spec); overrides the feature flags.
+    #[arg(long, env = "LIGHTOPS_SPEC_JSON", conflicts_with = "spec")]
+    pub spec_json: Option<String>,
     /// Least-squares solver: exact (streamed, any size) or linfa (dense QR, small data).
     #[arg(long, env = "LIGHTOPS_SOLVER", value_enum, default_value_t = SolverArg::Exact)]
     pub solver: SolverArg,
+}
+
+/// Parses `KEY=VALUE`.
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?}: expected KEY=VALUE")),
+    }
 }
 
 /// `--solver` values.

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 
-use crate::cli::{Global, ServeCommand, ServePredictorArgs, ServeRegistryArgs};
+use crate::cli::{ExecutorArg, Global, ServeCommand, ServePredictorArgs, ServeRegistryArgs, ServeTrainerArgs};
 
 pub fn run(global: &Global, command: ServeCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
@@ -10,6 +10,7 @@ pub fn run(global: &Global, command: ServeCommand) -> anyhow::Result<()> {
         match command {
             ServeCommand::Registry(args) => registry(global, args).await,
             ServeCommand::Predictor(args) => predictor(global, args).await,
+            ServeCommand::Trainer(args) => trainer(global, args).await,
         }
     })
 }
@@ -62,6 +63,48 @@ async fn predictor(global: &Global, args: ServePredictorArgs) -> anyhow::Result<
     };
     lightops_predictor::serve(config, listener, shutdown_signal()).await?;
     eprintln!("predictor stopped");
+    Ok(())
+}
+
+async fn trainer(global: &Global, args: ServeTrainerArgs) -> anyhow::Result<()> {
+    let home = std::path::absolute(&global.home).unwrap_or_else(|_| global.home.clone());
+    let kube = match &args.job_template {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("--job-template {}", path.display()))?;
+            let template: lightops_trainer::kube_executor::JobTemplate = serde_json::from_str(&text)
+                .with_context(|| format!("--job-template {}: not a Job template", path.display()))?;
+            let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+            let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+            let executor = lightops_trainer::kube_executor::KubeExecutor::new(client, namespace, template);
+            Some(lightops_trainer::kube_runner::KubeRunner::new(executor))
+        }
+        None => None,
+    };
+    let default_executor = match args.executor {
+        ExecutorArg::InProcess => lightops_api::trainer::v1::Executor::InProcess,
+        ExecutorArg::Kubernetes if kube.is_none() => {
+            anyhow::bail!("--executor kubernetes needs --job-template FILE")
+        }
+        ExecutorArg::Kubernetes => lightops_api::trainer::v1::Executor::Kubernetes,
+    };
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+    eprintln!(
+        "trainer listening on http://{} (registry {}, executor {:?}, {} at once)",
+        listener.local_addr()?,
+        args.registry,
+        args.executor,
+        args.concurrency
+    );
+    let config = lightops_trainer::Config {
+        registry_url: args.registry,
+        cache_dir: home.join("cache").join("downloads"),
+        concurrency: args.concurrency,
+        queue_capacity: args.queue,
+        default_executor,
+    };
+    lightops_trainer::serve(config, kube, listener, shutdown_signal()).await?;
+    eprintln!("trainer stopped");
     Ok(())
 }
 

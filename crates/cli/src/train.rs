@@ -110,41 +110,17 @@ fn log_to_registry(
     args: &TrainArgs,
     trained: &lightops_ml::Trained,
     bars: &Bars,
-) -> anyhow::Result<crate::registry_client::Logged> {
+) -> anyhow::Result<lightops_client::Logged> {
     let spinner = bars.spinner("logging to the registry");
-    let body = &trained.artifact.body;
-    let spec = &body.feature_spec;
-    let crossed: Vec<String> = spec.crossed.iter().map(|c| format!("{}={}", c.name, c.columns.join("+"))).collect();
-    let params = vec![
-        ("categorical".to_owned(), spec.categorical.join(",")),
-        ("numerical".to_owned(), spec.numerical.join(",")),
-        ("crossed".to_owned(), crossed.join(",")),
-        ("target_range".to_owned(), format!("{}..={}", spec.target_min, spec.target_max)),
-        ("solver".to_owned(), body.training.solver.clone()),
-        ("train".to_owned(), body.training.train_sources.join(",")),
-        ("val".to_owned(), body.training.val_source.clone()),
-    ];
-    let info = &body.training;
-    let metrics = vec![
-        ("rmse".to_owned(), info.validation.rmse),
-        ("mae".to_owned(), info.validation.mae),
-        ("r2".to_owned(), info.validation.r2),
-        ("train_rmse".to_owned(), info.train.rmse),
-        ("train_r2".to_owned(), info.train.r2),
-        ("train_rows".to_owned(), info.train_rows as f64),
-        ("val_rows".to_owned(), info.val_rows as f64),
-        ("features".to_owned(), trained.artifact.model.feature_count() as f64),
-    ];
-    let run = crate::registry_client::TrainingRun {
-        experiment: &args.experiment,
-        params,
-        metrics,
-        artifact: trained.artifact.to_bytes(),
-        register_as: args.register_as.as_deref(),
-        alias: args.alias.as_deref(),
-    };
+    let mut run = lightops_client::TrainingRun::from_trained(trained, &args.experiment);
+    run.register_as = args.register_as.clone();
+    run.alias = args.alias.clone();
+    run.tags = args.tags.iter().map(|t| (t.0.clone(), t.1.clone())).collect();
+    if let Some(job_id) = &args.job_id {
+        run.tags.push((lightops_client::JOB_ID_TAG.to_owned(), job_id.clone()));
+    }
     let logged = crate::registry_client::with_registry(url, async |registry| {
-        crate::registry_client::log_training(registry, run).await
+        Ok(lightops_client::log_training(registry, run).await?)
     });
     spinner.finish_and_clear();
     logged
@@ -175,6 +151,11 @@ fn default_out_dir(global: &Global, trained_at: &str, sha: &str) -> PathBuf {
 }
 
 fn feature_spec(args: &TrainArgs) -> anyhow::Result<FeatureSpec> {
+    if let Some(text) = &args.spec_json {
+        let spec: FeatureSpec = serde_json::from_str(text).context("--spec-json: not a feature spec")?;
+        spec.validate()?;
+        return Ok(spec);
+    }
     if let Some(path) = &args.spec {
         let text = std::fs::read_to_string(path).with_context(|| format!("--spec {}", path.display()))?;
         let spec: FeatureSpec =

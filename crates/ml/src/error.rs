@@ -91,6 +91,10 @@ pub enum Error {
     /// The least-squares problem cannot be solved as asked.
     #[error("fit: {0}")]
     Fit(String),
+    /// A reference profile or a drift comparison is not usable as given (unknown format,
+    /// mismatched columns, an empty column, a method that does not apply to a column's kind).
+    #[error("drift: {0}")]
+    Drift(String),
     /// The model artifact is unreadable, of another format version, or fails its checksum.
     #[error("model artifact {path}: {message}")]
     Artifact {

@@ -106,6 +106,9 @@ impl PredictionLog {
         match &config.target {
             SinkTarget::Kinesis { .. } => {
                 let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+                if shared.region().is_none() {
+                    return Err(Error::InvalidConfig("no AWS region configured for kinesis (set AWS_REGION)".into()));
+                }
                 let client = aws_sdk_kinesis::Client::new(&shared);
                 Self::start_with_kinesis_client(config, client).await
             }

@@ -313,10 +313,21 @@ impl Worker {
         }
     }
 
-    /// Waits out the backoff; false if the deadline passed.
+    /// Waits out the backoff, cut short when a shutdown starts meanwhile (so that it gets on with
+    /// its last attempt); false if the deadline passed.
     async fn wait_backoff(&mut self) -> bool {
-        let wait = self.backoff.next();
-        pump(&mut self.buffers, &mut self.control, tokio::time::sleep(wait)).await.is_some()
+        let until = Instant::now() + self.backoff.next();
+        let was_closing = self.control.closing();
+        loop {
+            let now = Instant::now();
+            if now >= until || (!was_closing && self.control.closing()) {
+                return true;
+            }
+            let slice = (until - now).min(Duration::from_millis(100));
+            if pump(&mut self.buffers, &mut self.control, tokio::time::sleep(slice)).await.is_none() {
+                return false;
+            }
+        }
     }
 
     /// The oldest records: the spill's front, else memory. `Err` if the spill cannot be read.
@@ -384,8 +395,7 @@ impl Worker {
                     batch.acked += sent;
                     self.count_sent(&batch.origin, sent);
                     debug!(sent, retry = batch.records.len(), "sink rejected part of a batch; retrying those");
-                    let wait = self.backoff.next();
-                    if pump(&mut self.buffers, &mut self.control, tokio::time::sleep(wait)).await.is_none() {
+                    if !self.wait_backoff().await {
                         self.abandon(batch);
                         return Delivery::Deadline;
                     }

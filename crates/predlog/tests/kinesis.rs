@@ -110,17 +110,22 @@ async fn a_restart_sends_what_the_previous_run_spilled() {
     let dir = tempfile::tempdir().unwrap();
 
     // First run: Kinesis is unreachable from the start (start succeeds anyway).
+    // Long backoffs: the shutdown must not wait for them.
     proxy.set_up(false);
-    let first = PredictionLog::start_with_kinesis_client(config("predictions", dir.path()), kinesis_client(proxy.addr))
-        .await
-        .unwrap();
+    let mut first_config = config("predictions", dir.path());
+    first_config.initial_backoff = Duration::from_secs(20);
+    first_config.max_backoff = Duration::from_secs(60);
+    let first = PredictionLog::start_with_kinesis_client(first_config, kinesis_client(proxy.addr)).await.unwrap();
     const N: u64 = 2_000;
     for i in 0..N {
         first.log(record(i));
     }
+    wait_until("everything spilled", Duration::from_secs(10), || first.counters().spilled == N).await;
     let started = Instant::now();
-    let counters = first.shutdown(Duration::from_secs(2)).await;
-    eprintln!("first run shut down in {:?}: {counters:?}", started.elapsed());
+    let counters = first.shutdown(Duration::from_secs(5)).await;
+    let shutdown = started.elapsed();
+    eprintln!("first run shut down in {shutdown:?}: {counters:?}");
+    assert!(shutdown < Duration::from_secs(1), "shutdown cut the backoff short");
     assert_eq!((counters.sent, counters.spilled, counters.spill_backlog, counters.dropped), (0, N, N, 0));
 
     // Second run, Kinesis back: the spilled records go first, then new ones.

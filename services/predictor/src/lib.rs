@@ -27,7 +27,6 @@ use lightops_api::inference::grpc_inference_service_server::GrpcInferenceService
 use lightops_api::predictor::v1::predictor_server::PredictorServer;
 use lightops_predlog::{LogConfig, PredictionLog};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use error::{Error, Result};
 pub use model::{LoadedModel, ModelSlot, ModelSource};
@@ -156,7 +155,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
-        .serve_with_incoming_shutdown(incoming_nodelay(listener), async move {
+        .serve_with_incoming_shutdown(lightops_runtime::incoming_nodelay(listener), async move {
             shutdown.await;
             let _ = draining_tx.send(());
         });
@@ -191,17 +190,4 @@ pub async fn serve(
     }
     served?;
     Ok(())
-}
-
-/// Accepted connections with Nagle's algorithm off (small answers must not wait for a delayed
-/// ACK).
-fn incoming_nodelay(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |stream| {
-        if let Ok(stream) = &stream
-            && let Err(error) = stream.set_nodelay(true)
-        {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-        stream
-    })
 }

@@ -19,7 +19,6 @@ use lightops_api::registry::v1::artifacts_server::ArtifactsServer;
 use lightops_api::registry::v1::registry_server::RegistryServer;
 use lightops_api::registry::v1::tracking_server::TrackingServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use artifacts::ArtifactService;
 pub use error::{Error, Result};
@@ -85,7 +84,7 @@ pub async fn serve(
         .add_service(TrackingServer::new(service.clone()))
         .add_service(RegistryServer::new(service))
         .add_service(ArtifactsServer::new(artifacts))
-        .serve_with_incoming_shutdown(incoming_nodelay(listener), async move {
+        .serve_with_incoming_shutdown(lightops_runtime::incoming_nodelay(listener), async move {
             shutdown.await;
             // End watch streams so draining in-flight calls does not wait for subscribers.
             let _ = closing_tx.send(true);
@@ -118,19 +117,6 @@ pub async fn serve(
         Ok(result) => result.map_err(ServeError::from),
         Err(join) => Err(ServeError::Store(Error::FailedPrecondition(format!("server task ended: {join}")))),
     }
-}
-
-/// Accepted connections with Nagle's algorithm off: without it, small responses (a watch event,
-/// a LogBatch reply) wait ~40 ms for the peer's delayed ACK.
-fn incoming_nodelay(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |stream| {
-        if let Ok(stream) = &stream
-            && let Err(error) = stream.set_nodelay(true)
-        {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-        stream
-    })
 }
 
 /// A store URL without its password, for logs.
