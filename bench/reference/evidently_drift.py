@@ -151,6 +151,34 @@ def drift(reference, current, per_column_method):
     }
 
 
+def evaluate(model, reference_path, current_paths, reference_head=None, methods=None):
+    """Evidently's drift of each current file against the reference: one dict per current file."""
+    import evidently
+
+    coefficients, intercept = load_model(model)
+    reference = read_trips(reference_path)
+    if reference_head is not None:
+        reference = reference.head(reference_head).reset_index(drop=True)
+    reference["prediction"] = predict(reference, coefficients, intercept)
+    per_column_method = dict(methods or {})
+    results = []
+    for path in current_paths:
+        current = read_trips(path)
+        current["prediction"] = predict(current, coefficients, intercept)
+        result = {
+            "evidently": evidently.__version__,
+            "reference": os.path.basename(reference_path),
+            "reference_head": reference_head,
+            "current": os.path.basename(path),
+            "reference_rows": len(reference),
+            "rows": len(current),
+            "methods": per_column_method,
+        }
+        result.update(drift(reference, current, per_column_method))
+        results.append(result)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="lightops model artifact (model.json)")
@@ -159,27 +187,8 @@ def main():
     parser.add_argument("--reference-head", type=int, default=None, help="keep the first N reference rows")
     parser.add_argument("--method", action="append", default=[], help="COLUMN=METHOD override")
     args = parser.parse_args()
-
-    import evidently
-
-    coefficients, intercept = load_model(args.model)
-    reference = read_trips(args.reference)
-    if args.reference_head is not None:
-        reference = reference.head(args.reference_head).reset_index(drop=True)
-    reference["prediction"] = predict(reference, coefficients, intercept)
-    per_column_method = dict(item.split("=", 1) for item in args.method)
-    for path in args.current:
-        current = read_trips(path)
-        current["prediction"] = predict(current, coefficients, intercept)
-        result = {
-            "evidently": evidently.__version__,
-            "reference": os.path.basename(args.reference),
-            "current": os.path.basename(path),
-            "reference_rows": len(reference),
-            "rows": len(current),
-            "methods": per_column_method,
-        }
-        result.update(drift(reference, current, per_column_method))
+    methods = dict(item.split("=", 1) for item in args.method)
+    for result in evaluate(args.model, args.reference, args.current, args.reference_head, methods):
         print(json.dumps(result))
 
 

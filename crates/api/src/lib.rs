@@ -34,6 +34,14 @@ pub mod trainer {
     }
 }
 
+/// `lightops.monitor.v1`: drift, data quality and model quality reports, alerts and actuals.
+pub mod monitor {
+    /// Version 1 of the monitor API.
+    pub mod v1 {
+        tonic::include_proto!("lightops.monitor.v1");
+    }
+}
+
 /// `lightops.common.v1`: messages shared by every service.
 pub mod common {
     /// Version 1 of the shared messages.

@@ -38,6 +38,73 @@ pub enum Command {
     Models(ModelsArgs),
     /// Tracked runs: search and show.
     Runs(RunsArgs),
+    /// Training jobs on a trainer: submit (and follow), list, watch, cancel.
+    Jobs(JobsArgs),
+}
+
+/// `lightops jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// The trainer, e.g. http://127.0.0.1:5001.
+    #[arg(long, env = "LIGHTOPS_TRAINER", default_value = "http://127.0.0.1:5001", global = true)]
+    pub trainer: String,
+    /// Print JSON instead of text.
+    #[arg(long, env = "LIGHTOPS_JSON", global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: JobsCommand,
+}
+
+/// `lightops jobs <command>`.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Submit a training job. Data URIs may use {month} and {month-N} (the trainer expands them
+    /// with today's date, UTC).
+    Submit {
+        /// Training data (repeatable or comma-separated).
+        #[arg(long = "train", env = "LIGHTOPS_TRAIN", value_delimiter = ',', num_args = 1.., required = true)]
+        train: Vec<String>,
+        /// Validation data.
+        #[arg(long, env = "LIGHTOPS_VAL")]
+        val: String,
+        /// Experiment to log the run in.
+        #[arg(long, env = "LIGHTOPS_EXPERIMENT", default_value = "nyc-taxi-experiment")]
+        experiment: String,
+        /// Registered model to add a version to.
+        #[arg(long, env = "LIGHTOPS_REGISTER_AS")]
+        register_as: Option<String>,
+        /// Alias the new version takes if it beats the holder by --min-improvement.
+        #[arg(long, env = "LIGHTOPS_ALIAS", requires = "register_as")]
+        alias: Option<String>,
+        /// Relative margin on validation RMSE the new version must beat the alias holder by.
+        #[arg(long, env = "LIGHTOPS_MIN_IMPROVEMENT", default_value_t = 0.0)]
+        min_improvement: f64,
+        /// Where the job runs: the trainer's default, in-process or kubernetes.
+        #[arg(long, env = "LIGHTOPS_JOB_EXECUTOR", value_enum)]
+        executor: Option<ExecutorArg>,
+        /// Tags for the run, as KEY=VALUE (repeatable).
+        #[arg(long = "tag", env = "LIGHTOPS_TAGS", value_delimiter = ',', value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Follow the job's events until it ends; exit non-zero unless it succeeds.
+        #[arg(long, env = "LIGHTOPS_WAIT")]
+        wait: bool,
+    },
+    /// Jobs, newest first.
+    List {
+        /// How many at most.
+        #[arg(long, env = "LIGHTOPS_LIMIT", default_value_t = 20)]
+        limit: u32,
+    },
+    /// Follow a job's events until it ends.
+    Watch {
+        /// Job id.
+        job_id: String,
+    },
+    /// Cancel a queued or running job.
+    Cancel {
+        /// Job id.
+        job_id: String,
+    },
 }
 
 /// `lightops runs`.

@@ -2,6 +2,7 @@
 //! module, print errors.
 
 mod cli;
+mod jobs;
 mod models;
 mod progress;
 mod registry_client;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         cli::Command::Serve(service) => serve::run(&args.global, service),
         cli::Command::Models(models) => models::run(models),
         cli::Command::Runs(runs) => runs::run(runs),
+        cli::Command::Jobs(jobs) => jobs::run(jobs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

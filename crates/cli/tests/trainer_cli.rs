@@ -165,6 +165,52 @@ fn jobs_register_versions_and_move_the_alias_only_when_better() {
         assert_eq!(jobs.len(), 4, "newest first");
         assert_eq!(state(&jobs[0]), pb::JobState::Failed);
     });
+
+    // 7. The same from a terminal (what the chart's retraining CronJob runs).
+    let submitted = common::json_of(&common::lightops(
+        home.path(),
+        &[
+            "jobs",
+            "submit",
+            "--trainer",
+            &trainer_url,
+            "--train",
+            &sample("2022-01"),
+            "--val",
+            &sample("2022-02"),
+            "--register-as",
+            "trip_duration",
+            "--alias",
+            "staging",
+            "--min-improvement",
+            "0.01",
+            "--wait",
+            "--json",
+        ],
+    ));
+    assert_eq!(submitted["state"], "SUCCEEDED", "{submitted}");
+    assert_eq!(submitted["model_version"], 4);
+    assert_eq!(submitted["promoted"], false, "same data, same RMSE: not 1% better than version 3");
+    let failed = common::lightops(
+        home.path(),
+        &[
+            "jobs",
+            "submit",
+            "--trainer",
+            &trainer_url,
+            "--train",
+            "nowhere.parquet",
+            "--val",
+            &sample("2022-02"),
+            "--wait",
+        ],
+    );
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("nowhere.parquet"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
 }
 
 fn common_now_ms() -> i64 {
@@ -239,12 +285,21 @@ fn train_run_as_a_kubernetes_job_reports_back() {
     let (_registry, registry_url) = start_registry(home.path(), &[], &[]);
     wait_serving(&registry_url);
     let job_id = "k8sjob0001";
-    let spec = spec(&[sample("2022-01")], &sample("2022-02"), "staging", 0.01);
+    let mut spec = spec(&[sample("2022-01")], &sample("2022-02"), "staging", 0.01);
+    // A feature spec travels to the Job in LIGHTOPS_SPEC_JSON: exercise that too.
+    spec.feature_spec = Some(lightops_api::common::v1::FeatureSpec {
+        categorical: vec!["PULocationID".into(), "DOLocationID".into()],
+        numerical: vec!["trip_distance".into()],
+        target_min: 1.0,
+        target_max: 60.0,
+        ..Default::default()
+    });
     // Exactly the argv the Kubernetes executor puts in the Job's container.
     let args = lightops_trainer::kube_executor::train_args(job_id, &spec, &registry_url);
     let args: Vec<&str> = args.iter().map(String::as_str).skip_while(|a| *a == "lightops").collect();
     let output = Command::new(env!("CARGO_BIN_EXE_lightops"))
         .args(&args)
+        .envs(lightops_trainer::kube_executor::train_env(&spec))
         .env("LIGHTOPS_HOME", home.path())
         .output()
         .expect("run lightops train");

@@ -11,13 +11,17 @@
 //!   dense solver for small data;
 //! - [`model`] predicts; [`scorer`] is the same model compiled for single rides (serving); [`artifact`] saves and verifies models; [`metrics`] scores them;
 //! - [`train`] is the whole pipeline.
+//! - [`profile`] keeps per-column value counts (the reference saved with a model, a monitoring
+//!   window); [`drift`] compares two profiles as Evidently 0.7 does.
 
 pub mod artifact;
 pub mod data;
+pub mod drift;
 pub mod error;
 pub mod linfa_fit;
 pub mod metrics;
 pub mod model;
+pub mod profile;
 pub mod scorer;
 pub mod solve;
 pub mod spec;

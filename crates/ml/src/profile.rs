@@ -11,7 +11,7 @@
 //!   month of green taxi data has ~4,000 distinct distances and ~40,000 distinct predictions).
 //!   Beyond that it is *compacted*: adjacent values are merged into buckets that keep their exact
 //!   count, mean, smallest and largest value, at most `max_distinct / 2` buckets after each
-//!   compaction, chosen to minimise the largest `count × (max − min)` of a bucket. Moving every
+//!   compaction, merging first the neighbours that add least to `Σ count × (max − min)`. Moving every
 //!   value of a bucket to the bucket's mean moves the distribution by at most
 //!   `Σ count × (max − min) / 2 / total` in Wasserstein-1 distance
 //!   ([`NumericCounts::wasserstein_bound`]); the drift report carries that bound.
@@ -20,7 +20,7 @@
 //!   the Wasserstein distance).
 //!
 //! Accumulating is a hash-map increment per record (amortised O(1)); compaction, when it happens,
-//! costs O(k log k) for the k distinct values held, once per `max_distinct / 2` new ones.
+//! costs O(k log k) for the k entries held, once per `max_distinct / 2` new distinct values.
 
 use std::cmp::Ordering;
 
@@ -574,7 +574,8 @@ impl ColumnAccumulator {
                 (Distribution::Categorical(counts), None, None)
             }
             Values::Numerical { exact, buckets, moments, .. } => {
-                let mut entries: Vec<Bucket> = exact.iter().map(|(&bits, &c)| Bucket::single(f64::from_bits(bits), c)).collect();
+                let mut entries: Vec<Bucket> =
+                    exact.iter().map(|(&bits, &c)| Bucket::single(f64::from_bits(bits), c)).collect();
                 entries.sort_unstable_by(|a, b| a.mean.total_cmp(&b.mean));
                 let counts = if buckets.is_empty() {
                     NumericCounts {
@@ -634,68 +635,66 @@ fn merge_sorted(a: &[Bucket], b: &[Bucket]) -> Vec<Bucket> {
     out
 }
 
-/// Folds the exact counts into the buckets and merges adjacent entries into at most `target`
-/// buckets, minimising the largest `count × (max − min)` of a bucket (greedy partition with a
-/// bisected cost budget: greedy is optimal for a given budget because the cost only grows as a
-/// bucket extends).
+/// Folds the exact counts into the buckets and merges adjacent entries until at most `target`
+/// remain, always merging the adjacent pair whose merge adds the least to
+/// `Σ count × (max − min)` (the numerator of [`NumericCounts::wasserstein_bound`]).
 fn compact(exact: &mut FxHashMap<u64, u64>, buckets: &mut Vec<Bucket>, target: usize) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
     let mut singles: Vec<Bucket> = exact.drain().map(|(bits, c)| Bucket::single(f64::from_bits(bits), c)).collect();
     singles.sort_unstable_by(|a, b| a.mean.total_cmp(&b.mean));
-    let entries = merge_sorted(buckets, &singles);
+    let mut entries = merge_sorted(buckets, &singles);
     let target = target.max(1);
-    let partition = |budget: f64, out: Option<&mut Vec<Bucket>>| -> usize {
-        let mut parts = 0;
-        let mut current: Option<Bucket> = None;
-        let mut out = out;
-        for entry in &entries {
-            match &mut current {
-                Some(bucket) => {
-                    let mut trial = *bucket;
-                    trial.absorb(entry);
-                    if trial.cost() <= budget {
-                        *bucket = trial;
-                    } else {
-                        if let Some(out) = out.as_deref_mut() {
-                            out.push(*bucket);
-                        }
-                        parts += 1;
-                        *bucket = *entry;
-                    }
-                }
-                None => current = Some(*entry),
-            }
-        }
-        if let Some(bucket) = current {
-            if let Some(out) = out.as_deref_mut() {
-                out.push(bucket);
-            }
-            parts += 1;
-        }
-        parts
-    };
-    // The budget that fits: between the largest single entry's cost and the cost of everything.
-    let mut low = entries.iter().map(Bucket::cost).fold(0.0, f64::max);
-    let total = entries.iter().map(|e| e.count).sum::<u64>() as f64;
-    let span = entries.last().map_or(0.0, |e| e.max) - entries.first().map_or(0.0, |e| e.min);
-    let mut high = (total * span).max(low);
-    if partition(low, None) > target {
-        for _ in 0..100 {
-            let mid = low + (high - low) / 2.0;
-            if mid <= low || mid >= high {
-                break;
-            }
-            if partition(mid, None) > target {
-                low = mid;
-            } else {
-                high = mid;
-            }
-        }
-    } else {
-        high = low;
+    let n = entries.len();
+    if n <= target {
+        *buckets = entries;
+        return;
     }
-    let mut out = Vec::with_capacity(target);
-    partition(high, Some(&mut out));
-    *buckets = out;
+    const NONE: usize = usize::MAX;
+    let mut next: Vec<usize> = (1..=n).map(|i| if i < n { i } else { NONE }).collect();
+    let mut prev: Vec<usize> = (0..n).map(|i| if i > 0 { i - 1 } else { NONE }).collect();
+    let mut alive = vec![true; n];
+    let mut version = vec![0u32; n];
+    let added = |a: &Bucket, b: &Bucket| {
+        let mut merged = *a;
+        merged.absorb(b);
+        merged.cost() - a.cost() - b.cost()
+    };
+    // (cost added, left index, left version, right version); f64 ordered by its bits (costs are ≥ 0).
+    let mut heap: BinaryHeap<Reverse<(u64, usize, u32, u32)>> =
+        (0..n - 1).map(|i| Reverse((added(&entries[i], &entries[i + 1]).max(0.0).to_bits(), i, 0, 0))).collect();
+    let mut remaining = n;
+    while remaining > target {
+        let Some(Reverse((_, left, left_version, right_version))) = heap.pop() else { break };
+        let right = next[left];
+        if !alive[left] || right == NONE || version[left] != left_version || version[right] != right_version {
+            continue;
+        }
+        let absorbed = entries[right];
+        entries[left].absorb(&absorbed);
+        alive[right] = false;
+        next[left] = next[right];
+        if next[right] != NONE {
+            prev[next[right]] = left;
+        }
+        version[left] += 1;
+        remaining -= 1;
+        if prev[left] != NONE {
+            let p = prev[left];
+            heap.push(Reverse((added(&entries[p], &entries[left]).max(0.0).to_bits(), p, version[p], version[left])));
+        }
+        if next[left] != NONE {
+            let q = next[left];
+            heap.push(Reverse((
+                added(&entries[left], &entries[q]).max(0.0).to_bits(),
+                left,
+                version[left],
+                version[q],
+            )));
+        }
+    }
+    *buckets = entries.into_iter().zip(alive).filter_map(|(e, keep)| keep.then_some(e)).collect();
 }
 
 /// Which ride field feeds a column.

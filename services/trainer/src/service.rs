@@ -95,7 +95,17 @@ pub fn validate(spec: &pb::JobSpec) -> Result<()> {
 
 impl Inner {
     /// Submits a job (already expanded) and starts it on its executor.
-    pub fn submit(&self, spec: pb::JobSpec, schedule_id: &str) -> Result<pb::Job> {
+    pub fn submit(&self, mut spec: pb::JobSpec, schedule_id: &str) -> Result<pb::Job> {
+        // Unset duration bounds mean the workshop's 1–60 minutes, for every executor.
+        if let Some(features) = &mut spec.feature_spec {
+            let defaults = lightops_ml::FeatureSpec::default();
+            if features.target_min == 0.0 {
+                features.target_min = defaults.target_min;
+            }
+            if features.target_max == 0.0 {
+                features.target_max = defaults.target_max;
+            }
+        }
         validate(&spec)?;
         let executor = match pb::Executor::try_from(spec.executor).unwrap_or_default() {
             pb::Executor::Unspecified => self.default_executor,

@@ -30,56 +30,46 @@ fn p1evl(x: f64, coef: &[f64]) -> f64 {
 }
 
 const NDTR_P: [f64; 9] = [
-    2.461_969_814_735_305e-10,
-    5.641_895_648_310_688e-1,
-    7.463_210_564_422_699,
-    4.863_719_709_856_814e1,
-    1.965_208_329_560_771e2,
-    5.264_451_949_954_773e2,
-    9.345_285_271_719_576e2,
-    1.027_551_886_895_157e3,
-    5.575_353_353_693_993e2,
+    2.461969814735305e-10,
+    0.5641895648310689,
+    7.463210564422699,
+    48.63719709856814,
+    196.5208329560771,
+    526.4451949954773,
+    934.5285271719576,
+    1027.5518868951572,
+    557.5353353693994,
 ];
 const NDTR_Q: [f64; 8] = [
-    1.322_819_511_547_45e1,
-    8.670_721_408_859_897e1,
-    3.549_377_788_878_199e2,
-    9.757_085_017_432_055e2,
-    1.823_909_166_879_097e3,
-    2.246_337_608_187_11e3,
-    1.656_663_091_941_613_5e3,
-    5.575_353_408_177_277e2,
+    13.228195115474499,
+    86.70721408859897,
+    354.9377788878199,
+    975.7085017432055,
+    1823.9091668790973,
+    2246.3376081871097,
+    1656.6630919416134,
+    557.5353408177277,
 ];
 const NDTR_R: [f64; 6] = [
-    5.641_895_835_477_551e-1,
-    1.275_366_707_599_781,
-    5.019_050_422_511_805,
-    6.160_210_979_930_536,
-    7.409_742_699_504_489,
-    2.978_866_653_721_002_4,
+    0.5641895835477551,
+    1.275366707599781,
+    5.019050422511805,
+    6.160210979930536,
+    7.4097426995044895,
+    2.9788666537210022,
 ];
 const NDTR_S: [f64; 6] = [
-    2.260_528_632_201_172_6,
-    9.396_035_249_380_015,
-    1.204_895_398_080_966_6e1,
-    1.708_144_507_475_659e1,
-    9.608_968_090_632_859,
-    3.369_076_451_000_815,
+    2.2605286322011726,
+    9.396035249380015,
+    12.048953980809666,
+    17.08144507475659,
+    9.608968090632859,
+    3.369076451000815,
 ];
-const NDTR_T: [f64; 5] = [
-    9.604_973_739_870_516,
-    9.002_601_972_038_427e1,
-    2.232_005_345_946_843e3,
-    7.003_325_141_128_051e3,
-    5.559_230_130_103_949_6e4,
-];
-const NDTR_U: [f64; 5] = [
-    3.356_171_416_475_031e1,
-    5.213_579_497_801_527e2,
-    4.594_323_829_709_801e3,
-    2.262_900_006_138_909e4,
-    4.926_739_426_086_359e4,
-];
+const NDTR_T: [f64; 5] =
+    [9.604973739870516, 90.02601972038427, 2232.005345946843, 7003.325141128051, 55592.30130103949];
+const NDTR_U: [f64; 5] =
+    [33.56171416475031, 521.3579497801527, 4594.323829709801, 22629.000061389095, 49267.39426086359];
 
 /// The complementary error function (cephes `erfc`).
 pub fn erfc(a: f64) -> f64 {
@@ -96,7 +86,8 @@ pub fn erfc(a: f64) -> f64 {
         return under;
     }
     let z = z.exp();
-    let (p, q) = if x < 8.0 { (polevl(x, &NDTR_P), p1evl(x, &NDTR_Q)) } else { (polevl(x, &NDTR_R), p1evl(x, &NDTR_S)) };
+    let (p, q) =
+        if x < 8.0 { (polevl(x, &NDTR_P), p1evl(x, &NDTR_Q)) } else { (polevl(x, &NDTR_R), p1evl(x, &NDTR_S)) };
     let mut y = (z * p) / q;
     if a < 0.0 {
         y = 2.0 - y;
@@ -167,7 +158,7 @@ pub fn chi2_sf(df: u64, x: f64) -> f64 {
         return 0.0;
     }
     let ln_y = y.ln();
-    if a2 % 2 == 0 {
+    if a2.is_multiple_of(2) {
         // Q(k, y) = e^-y Σ_{j<k} y^j / j!
         let k = a2 / 2;
         let mut terms = Vec::with_capacity(k as usize);
@@ -462,14 +453,14 @@ fn kolmogn_pelz_good_cdf(n: u64, x: f64) -> f64 {
 /// `log(n! / n^n)` by Stirling's series, as scipy's `_log_nfactorial_div_n_pow_n`.
 fn log_nfactorial_div_n_pow_n(n: u64) -> f64 {
     const STIRLING: [f64; 8] = [
-        -2.955_065_359_477_124e-2,
-        6.410_256_410_256_41e-3,
-        -1.917_526_917_526_917_6e-3,
-        8.417_508_417_508_417e-4,
-        -5.952_380_952_380_952e-4,
-        7.936_507_936_507_937e-4,
-        -2.777_777_777_777_778e-3,
-        8.333_333_333_333_333e-2,
+        -0.029550653594771242,
+        0.00641025641025641,
+        -0.0019175269175269176,
+        0.0008417508417508417,
+        -0.0005952380952380953,
+        0.0007936507936507937,
+        -0.002777777777777778,
+        0.08333333333333333,
     ];
     let nf = n as f64;
     let rn = 1.0 / nf;
@@ -478,7 +469,9 @@ fn log_nfactorial_div_n_pow_n(n: u64) -> f64 {
 
 /// The one-sided Kolmogorov–Smirnov (Smirnov) survival function `P(D⁺_n > x)`, as
 /// `scipy.special.smirnov(n, x)` (cephes `_smirnov`: Birnbaum–Tingey sum over the lower terms, or
-/// the few upper terms when that is more accurate).
+/// the few upper terms when that is more accurate). Same terms, branches and stopping rule as
+/// cephes; where cephes carries double-double arithmetic, the lower terms here are evaluated in
+/// log space from Stirling's decomposition (relative error ~1e-13 up to n = 10⁶).
 pub fn smirnov_sf(n: u64, x: f64) -> f64 {
     if !(n > 0 && (0.0..=1.0).contains(&x)) {
         return f64::NAN;
@@ -550,12 +543,15 @@ pub fn smirnov_sf(n: u64, x: f64) -> f64 {
         // v = 0: (1 - x)^n / x
         (0, 1, n1mxfl + 1, (nf * (-x).ln_1p() - x.ln()).exp())
     };
+    // The lower terms by Stirling's decomposition of the binomial (see `ln_lower_term`): their
+    // pieces are of the order of n·x, where the direct logarithms are of the order of n.
+    let s = nxfl as f64 + alpha;
     let mut sum = first;
     let mut ln_binomial = nf.ln(); // C(n, 1)
     let vmid = ni / 2;
     for j in 1..n_terms {
         let v = start + j * step;
-        let aj = term(v, ln_binomial);
+        let aj = if use_upper { term(v, ln_binomial) } else { ln_lower_term(n, v as u64, s).exp() };
         if aj.is_finite() && aj != 0.0 {
             sum += aj;
         }
@@ -570,6 +566,36 @@ pub fn smirnov_sf(n: u64, x: f64) -> f64 {
     }
     let prob = x * sum;
     clip(if step < 0 { 1.0 - prob } else { prob })
+}
+
+/// `ln k! − (k ln k − k + ½ ln 2πk)`: Stirling's remainder, exact (from the factorial) below 16,
+/// from its asymptotic series above (truncation error < 1e-18).
+fn stirling_remainder(k: u64) -> f64 {
+    let kf = k as f64;
+    if k < 16 {
+        let factorial: f64 = (1..=k).map(|i| i as f64).product();
+        return factorial.ln() - (kf * kf.ln() - kf + 0.5 * (2.0 * std::f64::consts::PI * kf).ln());
+    }
+    let r = 1.0 / kf;
+    let r2 = r * r;
+    r * (1.0 / 12.0
+        - r2 * (1.0 / 360.0 - r2 * (1.0 / 1260.0 - r2 * (1.0 / 1680.0 - r2 * (1.0 / 1188.0 - r2 * 691.0 / 360360.0)))))
+}
+
+/// `ln A_v` for a lower Smirnov term, `A_v = C(n, v) (1 − (v+s)/n)^(n−v) ((v+s)/n)^(v−1)` with
+/// `s = n·x`, `1 ≤ v < n − s`, rearranged with Stirling's formula so that no piece is larger than
+/// about `s`:
+/// `ln n + v·ln1p(s/v) − ln(v+s) + (n−v)·ln1p(−s/(n−v)) + ½(ln n − ln v − ln(n−v) − ln 2π)
+///  + r(n) − r(v) − r(n−v)`.
+fn ln_lower_term(n: u64, v: u64, s: f64) -> f64 {
+    let (nf, vf) = (n as f64, v as f64);
+    let rest = (n - v) as f64;
+    nf.ln() + vf * (s / vf).ln_1p() - (vf + s).ln()
+        + rest * (-s / rest).ln_1p()
+        + 0.5 * (nf.ln() - vf.ln() - rest.ln() - (2.0 * std::f64::consts::PI).ln())
+        + stirling_remainder(n)
+        - stirling_remainder(v)
+        - stirling_remainder(n - v)
 }
 
 /// The two-sided one-sample Kolmogorov–Smirnov survival function `P(D_n > x)`, as
