@@ -40,6 +40,39 @@ pub enum Command {
     Runs(RunsArgs),
     /// Training jobs on a trainer: submit (and follow), list, watch, cancel.
     Jobs(JobsArgs),
+    /// The monitor: reports, alerts, actuals.
+    Monitor(MonitorArgs),
+}
+
+/// `lightops monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// The monitor, e.g. http://127.0.0.1:5002.
+    #[arg(long, env = "LIGHTOPS_MONITOR", default_value = "http://127.0.0.1:5002", global = true)]
+    pub monitor: String,
+    /// Print JSON instead of tables.
+    #[arg(long, env = "LIGHTOPS_JSON", global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: MonitorCommand,
+}
+
+/// `lightops monitor <command>`.
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// Send actual ride durations, joined to predictions by ride_id: a CSV with `ride_id` and
+    /// `duration` columns (minutes), or JSON lines with those fields.
+    Actuals {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Reports: one window (e.g. 2022-03), or all, newest first.
+    Report {
+        /// Window key; all windows when omitted.
+        window: Option<String>,
+    },
+    /// Alerts raised so far.
+    Alerts,
 }
 
 /// `lightops jobs`.
@@ -212,6 +245,72 @@ pub enum ServeCommand {
     /// Training jobs over gRPC (default port 5001), in-process or as Kubernetes Jobs, on demand
     /// or on cron schedules, with the promotion policy.
     Trainer(ServeTrainerArgs),
+    /// Drift, data quality and model quality of the prediction stream per window, alerts and
+    /// retraining requests (gRPC; default port 5002).
+    Monitor(Box<ServeMonitorArgs>),
+}
+
+/// `lightops serve monitor`.
+#[derive(Debug, Args)]
+pub struct ServeMonitorArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LIGHTOPS_MONITOR_LISTEN", default_value = "127.0.0.1:5002")]
+    pub listen: std::net::SocketAddr,
+    /// Prediction log to consume: a directory of JSON-lines segments, kinesis://STREAM, or `none`
+    /// [default: $LIGHTOPS_HOME/logs].
+    #[arg(long, env = "LIGHTOPS_MONITOR_SOURCE")]
+    pub source: Option<String>,
+    /// Archive root for predictions (parquet by date) and dead letters: a directory or
+    /// s3://bucket/prefix [default: $LIGHTOPS_HOME/archive].
+    #[arg(long, env = "LIGHTOPS_MONITOR_ARCHIVE")]
+    pub archive: Option<String>,
+    /// Directory for the stream position, actuals and alerts [default: $LIGHTOPS_HOME/monitor].
+    #[arg(long, env = "LIGHTOPS_MONITOR_STATE")]
+    pub state_dir: Option<PathBuf>,
+    /// Window length: hour, day or month (event time, UTC).
+    #[arg(long, env = "LIGHTOPS_MONITOR_WINDOW", default_value = "month")]
+    pub window: String,
+    /// Registry URL: each window is compared with the reference profile saved in the artifact of
+    /// the model version that answered it.
+    #[arg(long, env = "LIGHTOPS_REGISTRY")]
+    pub registry: Option<String>,
+    /// A model artifact whose reference profile every window is compared with (instead of the
+    /// registry's).
+    #[arg(long, env = "LIGHTOPS_MONITOR_REFERENCE")]
+    pub reference: Option<PathBuf>,
+    /// A window is judged (alerts) once it has at least this many rows…
+    #[arg(long, env = "LIGHTOPS_MONITOR_MIN_ROWS", default_value_t = 500)]
+    pub min_rows: u64,
+    /// …and has had no new row for this long.
+    #[arg(long, env = "LIGHTOPS_MONITOR_SETTLE", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub settle: std::time::Duration,
+    /// Alert when a window's RMSE (once actuals arrived) is above this many minutes.
+    #[arg(long, env = "LIGHTOPS_MONITOR_RMSE_THRESHOLD")]
+    pub rmse_threshold: Option<f64>,
+    /// POST every alert as JSON to this URL.
+    #[arg(long, env = "LIGHTOPS_MONITOR_WEBHOOK")]
+    pub webhook: Option<String>,
+    /// Trainer URL: alerts submit a retraining job there (needs --retrain-train and --retrain-val).
+    #[arg(long, env = "LIGHTOPS_TRAINER")]
+    pub trainer: Option<String>,
+    /// Training data for retraining jobs ({month-N} allowed; repeatable or comma-separated).
+    #[arg(long, env = "LIGHTOPS_RETRAIN_TRAIN", value_delimiter = ',', requires = "trainer")]
+    pub retrain_train: Vec<String>,
+    /// Validation data for retraining jobs.
+    #[arg(long, env = "LIGHTOPS_RETRAIN_VAL", requires = "trainer")]
+    pub retrain_val: Option<String>,
+    /// Registered model retraining jobs add versions to.
+    #[arg(long, env = "LIGHTOPS_RETRAIN_REGISTER_AS", default_value = "trip_duration")]
+    pub retrain_register_as: String,
+    /// Alias a retrained version takes if it beats the holder by --retrain-min-improvement.
+    #[arg(long, env = "LIGHTOPS_RETRAIN_ALIAS", default_value = "staging")]
+    pub retrain_alias: String,
+    /// Relative margin on validation RMSE for the promotion of a retrained version.
+    #[arg(long, env = "LIGHTOPS_RETRAIN_MIN_IMPROVEMENT", default_value_t = 0.01)]
+    pub retrain_min_improvement: f64,
+    /// At most one retraining request per this long.
+    #[arg(long, env = "LIGHTOPS_RETRAIN_COOLDOWN", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub retrain_cooldown: std::time::Duration,
 }
 
 /// `lightops serve trainer`.

@@ -4,6 +4,7 @@
 mod cli;
 mod jobs;
 mod models;
+mod monitor;
 mod progress;
 mod registry_client;
 mod runs;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         cli::Command::Models(models) => models::run(models),
         cli::Command::Runs(runs) => runs::run(runs),
         cli::Command::Jobs(jobs) => jobs::run(jobs),
+        cli::Command::Monitor(monitor) => monitor::run(monitor),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

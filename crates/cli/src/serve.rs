@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 
-use crate::cli::{ExecutorArg, Global, ServeCommand, ServePredictorArgs, ServeRegistryArgs, ServeTrainerArgs};
+use crate::cli::{
+    ExecutorArg, Global, ServeCommand, ServeMonitorArgs, ServePredictorArgs, ServeRegistryArgs, ServeTrainerArgs,
+};
 
 pub fn run(global: &Global, command: ServeCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
@@ -11,6 +13,7 @@ pub fn run(global: &Global, command: ServeCommand) -> anyhow::Result<()> {
             ServeCommand::Registry(args) => registry(global, args).await,
             ServeCommand::Predictor(args) => predictor(global, args).await,
             ServeCommand::Trainer(args) => trainer(global, args).await,
+            ServeCommand::Monitor(args) => monitor(global, *args).await,
         }
     })
 }
@@ -105,6 +108,73 @@ async fn trainer(global: &Global, args: ServeTrainerArgs) -> anyhow::Result<()> 
     };
     lightops_trainer::serve(config, kube, listener, shutdown_signal()).await?;
     eprintln!("trainer stopped");
+    Ok(())
+}
+
+async fn monitor(global: &Global, args: ServeMonitorArgs) -> anyhow::Result<()> {
+    let home = std::path::absolute(&global.home).unwrap_or_else(|_| global.home.clone());
+    let source_text = args.source.unwrap_or_else(|| home.join("logs").display().to_string());
+    let source = if source_text == "none" {
+        None
+    } else {
+        let target: lightops_predlog::SourceTarget =
+            source_text.parse().with_context(|| format!("--source {source_text}"))?;
+        if let lightops_predlog::SourceTarget::Local(dir) = &target {
+            std::fs::create_dir_all(dir).with_context(|| format!("--source {}", dir.display()))?;
+        }
+        Some(target)
+    };
+    let archive = args.archive.unwrap_or_else(|| home.join("archive").display().to_string());
+    let fixed = match &args.reference {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("--reference {}", path.display()))?;
+            let profile = lightops_monitor::references::profile_of_artifact(&bytes, &path.display().to_string())?;
+            Some((path.display().to_string(), profile))
+        }
+        None => None,
+    };
+    let retraining = match (&args.trainer, args.retrain_val.clone()) {
+        (Some(trainer), Some(val)) if !args.retrain_train.is_empty() => Some(lightops_monitor::Retraining {
+            trainer_url: trainer.clone(),
+            spec: lightops_api::trainer::v1::JobSpec {
+                train: args.retrain_train.clone(),
+                val,
+                register_as: args.retrain_register_as.clone(),
+                alias: args.retrain_alias.clone(),
+                promotion: Some(lightops_api::trainer::v1::PromotionPolicy {
+                    metric: "rmse".into(),
+                    min_improvement: args.retrain_min_improvement,
+                }),
+                ..Default::default()
+            },
+            cooldown: args.retrain_cooldown,
+        }),
+        (Some(_), _) => anyhow::bail!("--trainer needs --retrain-train and --retrain-val (what to retrain on)"),
+        _ => None,
+    };
+    let config = lightops_monitor::Config {
+        source,
+        archive: archive.clone(),
+        state_dir: args.state_dir.unwrap_or_else(|| home.join("monitor")),
+        granularity: args.window.parse()?,
+        drift: lightops_ml::drift::DriftOptions::default(),
+        min_rows: args.min_rows,
+        settle: args.settle,
+        rmse_threshold: args.rmse_threshold,
+        webhook: args.webhook,
+        retraining,
+        batch_records: 10_000,
+    };
+    let references = lightops_monitor::References::new(args.registry.clone(), fixed);
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+    eprintln!(
+        "monitor listening on http://{} (source {source_text}, archive {archive}, windows by {})",
+        listener.local_addr()?,
+        args.window
+    );
+    lightops_monitor::serve(config, references, listener, shutdown_signal()).await?;
+    eprintln!("monitor stopped");
     Ok(())
 }
 

@@ -294,3 +294,39 @@ pub async fn alias_holder(
         .into_inner();
     Ok(Some((version, run.metrics)))
 }
+
+/// Downloads a registered version's artifact through the registry's artifact proxy (no storage
+/// credentials needed): finds the file whose storage URI is the version's source among its run's
+/// artifacts, then streams it. The caller verifies it (sha256, artifact checksum).
+pub async fn download_version(registry: &mut Registry, version: &pb::ModelVersion) -> Result<Vec<u8>> {
+    let label = format!("models:/{}/{}", version.name, version.version);
+    let files = registry
+        .artifacts
+        .list(pb::ListArtifactsRequest { run_id: version.run_id.clone() })
+        .await
+        .map_err(Error::call(format!("{label}: listing run {} artifacts", version.run_id)))?
+        .into_inner()
+        .files;
+    let Some(file) = files.iter().find(|f| f.uri == version.source) else {
+        return Err(Error::Call {
+            what: label,
+            status: tonic::Status::not_found(format!(
+                "{} is not among run {}'s artifacts",
+                version.source, version.run_id
+            )),
+        });
+    };
+    let mut chunks = registry
+        .artifacts
+        .download(pb::DownloadRequest { run_id: version.run_id.clone(), path: file.path.clone() })
+        .await
+        .map_err(Error::call(format!("{label}: downloading {}", file.path)))?
+        .into_inner();
+    let mut bytes = Vec::with_capacity(file.size as usize);
+    while let Some(chunk) =
+        chunks.message().await.map_err(Error::call(format!("{label}: downloading {}", file.path)))?
+    {
+        bytes.extend_from_slice(&chunk.data);
+    }
+    Ok(bytes)
+}

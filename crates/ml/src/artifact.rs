@@ -83,6 +83,10 @@ pub struct ModelBody {
     pub intercept: f64,
     /// Training metadata.
     pub training: TrainingInfo,
+    /// Reference profile of the validation data and its predictions, for drift monitoring
+    /// (absent in artifacts from before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::profile::Profile>,
 }
 
 #[derive(Serialize)]
@@ -124,6 +128,7 @@ impl Artifact {
             coefficients,
             intercept: model.intercept,
             training,
+            profile: None,
         };
         Self { body, model }
     }

@@ -137,8 +137,13 @@ pub fn train(
         return Err(empty(&val.name, val_trips.rows_read, spec));
     }
     let mut acc = MetricsAccumulator::default();
-    acc.add(&model.predict_trips(&val_trips), &val_trips.duration);
+    let val_predictions = model.predict_trips(&val_trips);
+    acc.add(&val_predictions, &val_trips.duration);
     let validation = acc.finish();
+    // The monitor's reference: the validation rows and their predictions, as the workshop's
+    // monitoring used the validation month as Evidently's reference data.
+    let profile =
+        crate::profile::Profile::from_trips(spec, &val_trips, &val_predictions, crate::profile::DEFAULT_MAX_DISTINCT)?;
     let done = Instant::now();
 
     let training = TrainingInfo {
@@ -153,8 +158,10 @@ pub fn train(
         trained_at: now_rfc3339(),
         lightops_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
+    let mut artifact = Artifact::new(model, training);
+    artifact.body.profile = Some(profile);
     Ok(Trained {
-        artifact: Artifact::new(model, training),
+        artifact,
         validation,
         timings: Timings { read, fit: fitted - started - read, validate: done - fitted },
     })

@@ -31,7 +31,7 @@ use std::sync::atomic::AtomicU64;
 pub use config::{
     KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_BATCH_RECORDS, KINESIS_MAX_RECORD_BYTES, KinesisOptions, LogConfig, SinkTarget,
 };
-pub use consumer::{Batch, LogSource, Position, SourceCounters, SourceError, SourceResult, SourceTarget};
+pub use consumer::{Batch, DeadLetter, LogSource, Position, SourceCounters, SourceError, SourceResult, SourceTarget};
 pub use log::{Counters, PredictionLog};
 pub use record::{PredictionRecord, RideFeatures, SCHEMA_VERSION};
 

@@ -207,9 +207,9 @@ async fn watch_registry(uri: &str, registry_url: &str, slot: &ModelSlot, backoff
     let unavailable = |e: &dyn std::fmt::Display| Error::Registry(format!("{registry_url}: {e}"));
     let endpoint = Channel::from_shared(registry_url.to_owned()).map_err(|e| unavailable(&e))?;
     let channel = endpoint.connect_timeout(Duration::from_secs(5)).connect().await.map_err(|e| unavailable(&e))?;
-    let mut registry_client = registry::registry_client::RegistryClient::new(channel.clone());
-    let mut artifacts = registry::artifacts_client::ArtifactsClient::new(channel);
-    let mut events = registry_client
+    let mut client = lightops_client::Registry::from_channel(channel);
+    let mut events = client
+        .registry
         .watch(registry::WatchRequest { uri: uri.to_owned() })
         .await
         .map_err(|s| Error::Registry(format!("watching {uri}: {}", s.message())))?
@@ -230,7 +230,7 @@ async fn watch_registry(uri: &str, registry_url: &str, slot: &ModelSlot, backoff
         if current.as_ref().is_some_and(|m| m.version == version.version.to_string() && m.sha256 == version.sha256) {
             continue;
         }
-        match fetch_version(&mut artifacts, &version).await {
+        match fetch_version(&mut client, &version).await {
             Ok(model) => slot.swap(model),
             Err(error) => slot.refuse(&error),
         }
@@ -239,35 +239,13 @@ async fn watch_registry(uri: &str, registry_url: &str, slot: &ModelSlot, backoff
 
 /// Downloads a registered version's artifact through the registry and verifies it.
 async fn fetch_version(
-    artifacts: &mut registry::artifacts_client::ArtifactsClient<Channel>,
+    registry: &mut lightops_client::Registry,
     version: &registry::ModelVersion,
 ) -> Result<LoadedModel> {
     let label = format!("models:/{}/{}", version.name, version.version);
-    let bad = |message: String| Error::Model { uri: label.clone(), message };
-    // The version records its artifact's storage URI; find that file among the run's artifacts.
-    let files = artifacts
-        .list(registry::ListArtifactsRequest { run_id: version.run_id.clone() })
+    let bytes = lightops_client::download_version(registry, version)
         .await
-        .map_err(|s| bad(format!("listing run {} artifacts: {}", version.run_id, s.message())))?
-        .into_inner()
-        .files;
-    let file = files
-        .iter()
-        .find(|f| f.uri == version.source)
-        .ok_or_else(|| bad(format!("{} is not among run {}'s artifacts", version.source, version.run_id)))?;
-    let mut chunks = artifacts
-        .download(registry::DownloadRequest { run_id: version.run_id.clone(), path: file.path.clone() })
-        .await
-        .map_err(|s| bad(format!("downloading {}: {}", file.path, s.message())))?
-        .into_inner();
-    let mut bytes = Vec::with_capacity(file.size as usize);
-    loop {
-        match chunks.message().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk.data),
-            Ok(None) => break,
-            Err(status) => return Err(bad(format!("downloading {}: {}", file.path, status.message()))),
-        }
-    }
+        .map_err(|e| Error::Model { uri: label.clone(), message: e.to_string() })?;
     let mut model = LoadedModel::from_bytes(&bytes, &version.source, Some(&version.sha256))?;
     model.name = version.name.clone();
     model.version = version.version.to_string();

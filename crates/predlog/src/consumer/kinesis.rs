@@ -129,6 +129,10 @@ impl KinesisSource {
         KinesisPosition { stream: self.stream.clone(), shards, finished: self.finished.clone() }
     }
 
+    pub(super) fn counters_mut(&mut self) -> &mut SourceCounters {
+        &mut self.counters
+    }
+
     pub fn counters(&self) -> SourceCounters {
         self.counters.clone()
     }

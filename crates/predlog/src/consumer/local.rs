@@ -93,6 +93,10 @@ impl LocalSource {
         self.segment.as_ref().map(|segment| LocalPosition { segment: segment.clone(), offset: self.offset })
     }
 
+    pub(super) fn counters_mut(&mut self) -> &mut SourceCounters {
+        &mut self.counters
+    }
+
     pub fn counters(&self) -> SourceCounters {
         self.counters.clone()
     }

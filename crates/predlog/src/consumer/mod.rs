@@ -174,6 +174,8 @@ pub struct SourceCounters {
     pub records: u64,
     /// Records (lines or Kinesis records) skipped because they did not parse.
     pub bad_records: u64,
+    /// Unreadable records not yet taken with [`LogSource::take_dead_letters`].
+    pub dead_letters: Vec<DeadLetter>,
     /// Batches returned.
     pub batches: u64,
     /// Kinesis requests retried after throttling or an expired shard iterator.
@@ -280,6 +282,15 @@ impl LogSource {
         }
     }
 
+    /// The unreadable records met since the last call (bad JSON, unknown schema version), for a
+    /// dead-letter location. They are also counted in [`SourceCounters::bad_records`].
+    pub fn take_dead_letters(&mut self) -> Vec<DeadLetter> {
+        match &mut self.inner {
+            Inner::Local(source) => std::mem::take(&mut source.counters_mut().dead_letters),
+            Inner::Kinesis(source) => std::mem::take(&mut source.counters_mut().dead_letters),
+        }
+    }
+
     /// Where the records come from.
     pub fn target(&self) -> &SourceTarget {
         &self.target
@@ -295,7 +306,23 @@ impl LogSource {
     }
 }
 
-/// Parses `payload`, counting and logging it when it is not a valid record.
+/// A record that could not be read: kept for a dead-letter location.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    /// Its stable id (`<segment>:<offset>` or `<shard>:<sequence>`).
+    pub id: String,
+    /// The bytes as they were in the stream.
+    pub data: Vec<u8>,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// Most dead letters kept between two [`LogSource::take_dead_letters`] calls; beyond that they
+/// are only counted.
+const MAX_PENDING_DEAD_LETTERS: usize = 10_000;
+
+/// Parses `payload`, counting, logging and keeping it as a dead letter when it is not a valid
+/// record.
 fn parse_record(
     payload: &[u8],
     id: impl FnOnce() -> String,
@@ -305,7 +332,11 @@ fn parse_record(
         Ok(record) => Some(record),
         Err(error) => {
             counters.bad_records += 1;
-            tracing::warn!(record = id(), %error, "skipping an unreadable prediction record");
+            let id = id();
+            tracing::warn!(record = %id, %error, "skipping an unreadable prediction record");
+            if counters.dead_letters.len() < MAX_PENDING_DEAD_LETTERS {
+                counters.dead_letters.push(DeadLetter { id, data: payload.to_vec(), reason: error.to_string() });
+            }
             None
         }
     }
