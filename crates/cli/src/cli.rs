@@ -42,6 +42,41 @@ pub enum Command {
     Jobs(JobsArgs),
     /// The monitor: reports, alerts, actuals.
     Monitor(MonitorArgs),
+    /// Compare data with the reference profile saved in a model artifact, with Evidently's
+    /// statistics (offline): TLC files scored by the model, or the monitor's prediction archive.
+    Drift(DriftArgs),
+}
+
+/// `lightops drift`.
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// The model artifact (model.json) whose reference profile is the baseline.
+    #[arg(long, env = "LIGHTOPS_REFERENCE")]
+    pub reference: PathBuf,
+    /// Current data: TLC files (parquet, csv, csv.gz; paths or https:// URLs), prepared as for
+    /// training and scored by the model. Several files are one data set.
+    #[arg(long, env = "LIGHTOPS_CURRENT", value_delimiter = ',', num_args = 1.., required_unless_present = "archive")]
+    pub current: Vec<String>,
+    /// Current data from the monitor's prediction archive instead: a directory or
+    /// s3://bucket/prefix (with --from and --to).
+    #[arg(long, env = "LIGHTOPS_ARCHIVE", conflicts_with = "current", requires_all = ["from", "to"])]
+    pub archive: Option<String>,
+    /// First archive date, YYYY-MM-DD (inclusive).
+    #[arg(long, env = "LIGHTOPS_FROM")]
+    pub from: Option<String>,
+    /// Last archive date, YYYY-MM-DD (inclusive).
+    #[arg(long, env = "LIGHTOPS_TO")]
+    pub to: Option<String>,
+    /// Share of drifted columns that makes the data set drifted.
+    #[arg(long, env = "LIGHTOPS_DRIFT_SHARE", default_value_t = 0.5)]
+    pub drift_share: f64,
+    /// Per-column method, as COLUMN=METHOD (psi, ks, wasserstein, jensenshannon, chisquare, z…;
+    /// repeatable).
+    #[arg(long = "method", env = "LIGHTOPS_DRIFT_METHODS", value_delimiter = ',', value_parser = parse_tag)]
+    pub methods: Vec<(String, String)>,
+    /// Print exactly one JSON object on stdout.
+    #[arg(long, env = "LIGHTOPS_JSON")]
+    pub json: bool,
 }
 
 /// `lightops monitor`.

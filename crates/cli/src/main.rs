@@ -2,6 +2,7 @@
 //! module, print errors.
 
 mod cli;
+mod drift;
 mod jobs;
 mod models;
 mod monitor;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Runs(runs) => runs::run(runs),
         cli::Command::Jobs(jobs) => jobs::run(jobs),
         cli::Command::Monitor(monitor) => monitor::run(monitor),
+        cli::Command::Drift(drift) => drift::run(&args.global, drift),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -248,6 +248,31 @@ fn months_through_the_loop(home: &Path, sink: &str, env: &[(&str, String)]) {
     want.sort_unstable();
     assert_eq!(windows, want, "{alerts:?}");
     assert!(windows.contains(&"2020-06"));
+
+    // `lightops drift` over the archive (what a CronJob runs against S3) agrees with the monitor.
+    let artifact = trained["artifact"].as_str().expect("artifact path");
+    let archive = home.join("archive").display().to_string();
+    let offline = json_of(&lightops(
+        home,
+        &[
+            "drift",
+            "--reference",
+            artifact,
+            "--archive",
+            &archive,
+            "--from",
+            "2020-06-01",
+            "--to",
+            "2020-06-30",
+            "--json",
+        ],
+    ));
+    assert_eq!(offline["rows"], covid_report.rows);
+    assert_eq!(offline["dataset_drift"], true);
+    for (column, reported) in offline["columns"].as_array().expect("columns").iter().zip(&covid_report.columns) {
+        assert_eq!(column["column"], reported.column.as_str());
+        assert_eq!(column["score"].as_f64(), Some(reported.score), "{column}");
+    }
     assert!(alerts.iter().all(|a| a.kind == "dataset_drift"));
 }
 
