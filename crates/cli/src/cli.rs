@@ -45,6 +45,42 @@ pub enum Command {
     /// Compare data with the reference profile saved in a model artifact, with Evidently's
     /// statistics (offline): TLC files scored by the model, or the monitor's prediction archive.
     Drift(DriftArgs),
+    /// Run the four services in this process on embedded defaults (SQLite, local artifacts,
+    /// local prediction log) until Ctrl-C.
+    Up(UpArgs),
+    /// The workshop's story end to end: train, register, serve, replay three months, monitor
+    /// them, react to drift (offline on built-in samples, or --data DIR with full months).
+    Demo(DemoArgs),
+}
+
+/// `lightops up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Registry address.
+    #[arg(long, env = "LIGHTOPS_REGISTRY_LISTEN", default_value = "127.0.0.1:5000")]
+    pub registry: std::net::SocketAddr,
+    /// Trainer address.
+    #[arg(long, env = "LIGHTOPS_TRAINER_LISTEN", default_value = "127.0.0.1:5001")]
+    pub trainer: std::net::SocketAddr,
+    /// Predictor address (gRPC and HTTP).
+    #[arg(long, env = "LIGHTOPS_PREDICTOR_LISTEN", default_value = "127.0.0.1:9696")]
+    pub predictor: std::net::SocketAddr,
+    /// Monitor address.
+    #[arg(long, env = "LIGHTOPS_MONITOR_LISTEN", default_value = "127.0.0.1:5002")]
+    pub monitor: std::net::SocketAddr,
+}
+
+/// `lightops demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory of full TLC months (green_tripdata_2022-01.parquet, …, green_tripdata_2020-06.csv.gz)
+    /// [default: the samples built into lightops].
+    #[arg(long, env = "LIGHTOPS_DEMO_DATA")]
+    pub data: Option<PathBuf>,
+    /// Where the demo keeps its registry, logs and archive (cleared first)
+    /// [default: $LIGHTOPS_HOME/demo].
+    #[arg(long = "demo-home", env = "LIGHTOPS_DEMO_HOME")]
+    pub home: Option<PathBuf>,
 }
 
 /// `lightops drift`.

@@ -2,6 +2,7 @@
 //! module, print errors.
 
 mod cli;
+mod demo;
 mod drift;
 mod jobs;
 mod models;
@@ -10,7 +11,9 @@ mod progress;
 mod registry_client;
 mod runs;
 mod serve;
+mod stack;
 mod train;
+mod up;
 
 use std::process::ExitCode;
 
@@ -27,6 +30,8 @@ fn main() -> ExitCode {
         cli::Command::Jobs(jobs) => jobs::run(jobs),
         cli::Command::Monitor(monitor) => monitor::run(monitor),
         cli::Command::Drift(drift) => drift::run(&args.global, drift),
+        cli::Command::Up(up) => up::run(&args.global, up),
+        cli::Command::Demo(demo) => demo::run(&args.global, demo),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -179,7 +179,7 @@ async fn monitor(global: &Global, args: ServeMonitorArgs) -> anyhow::Result<()> 
 }
 
 /// Completes on Ctrl-C or SIGTERM (what Kubernetes sends).
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
