@@ -190,7 +190,10 @@ pub async fn follow(source: ModelSource, slot: Arc<ModelSlot>, mut stop: tokio::
                 }
                 Err(error) => Err(error),
             },
-            ModelSource::Registry { uri, registry } => watch_registry(uri, registry, &slot, &mut backoff).await,
+            ModelSource::Registry { uri, registry } => tokio::select! {
+                outcome = watch_registry(uri, registry, &slot, &mut backoff) => outcome,
+                _ = stop.changed() => return,
+            },
         };
         if let Err(error) = outcome {
             tracing::warn!(%error, retry_in = ?backoff.current(), "model source unavailable");
