@@ -29,6 +29,8 @@ stop_postgres() {
   rm -rf "$pg_dir"
 }
 trap stop_postgres EXIT
+# psql (beside the server) creates per-test databases.
+export PATH="$pg_bin:$PATH"
 export LIGHTOPS_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 export LIGHTOPS_REQUIRE_POSTGRES=1
 echo "postgres $("$pg_bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port" >&2

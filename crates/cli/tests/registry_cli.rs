@@ -81,7 +81,7 @@ fn train_registers_versions_and_models_commands_work() {
         assert_eq!(param("categorical").as_deref(), Some("PULocationID,DOLocationID"));
         let metric = |k: &str| run.metrics.iter().find(|m| m.key == k).map(|m| m.value);
         assert_eq!(metric("rmse"), second["rmse"].as_f64());
-        assert_eq!(metric("train_rows"), Some(4583.0));
+        assert_eq!(metric("train_rows"), Some(14864.0));
     });
 
     // Runs: search with the filter language, and one run in full.
@@ -91,7 +91,7 @@ fn train_registers_versions_and_models_commands_work() {
             "runs",
             "list",
             "--filter",
-            "metrics.train_rows = 4583 and params.solver = 'exact-ols'",
+            "metrics.train_rows = 14864 and params.solver = 'exact-ols'",
             "--order-by",
             "attributes.start_time ASC",
             "--json",

@@ -70,7 +70,10 @@ fn human_output_summarises_and_out_dir_is_honoured() {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).expect("utf8");
     assert!(stdout.contains("val RMSE"), "{stdout}");
-    assert!(stdout.contains("features     1555"), "PU_DO one-hot + distance: {stdout}");
+    let text = std::fs::read_to_string(root().join("bench/reference/expected_samples_pu_do.json")).expect("expected");
+    let pu_do: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let features = format!("features     {} (rank {})", pu_do["features"], pu_do["rank"]);
+    assert!(stdout.contains(&features), "PU_DO one-hot + distance, {features}: {stdout}");
     let model = lightops_ml::Artifact::load(&out_dir.join("model.json")).expect("artifact in --out");
     assert_eq!(model.body.feature_spec.crossed[0].name, "PU_DO");
 }
