@@ -21,7 +21,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    init_logging();
+    let _telemetry = init_logging(&args.command);
     let result = match args.command {
         cli::Command::Train(train) => train::run(&args.global, train),
         cli::Command::Serve(service) => serve::run(&args.global, service),
@@ -42,8 +42,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LIGHTOPS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+/// Logs on stderr (`LIGHTOPS_LOG`, default `warn`), plus OTLP traces and metrics when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, as `lightops-<service>` for `serve`, else `lightops-cli`.
+/// Dropping the guard flushes the export.
+fn init_logging(command: &cli::Command) -> lightops_runtime::telemetry::Guard {
+    let service = match command {
+        cli::Command::Serve(cli::ServeCommand::Registry(_)) => "registry",
+        cli::Command::Serve(cli::ServeCommand::Predictor(_)) => "predictor",
+        cli::Command::Serve(cli::ServeCommand::Trainer(_)) => "trainer",
+        cli::Command::Serve(cli::ServeCommand::Monitor(_)) => "monitor",
+        _ => "cli",
+    };
+    lightops_runtime::telemetry::init(service)
 }

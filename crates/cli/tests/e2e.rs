@@ -152,7 +152,7 @@ fn the_workshop_story_across_processes_with_postgres_s3_and_kinesis() {
         "--min-rows",
         "500",
         "--settle",
-        "500ms",
+        "1s",
         "--trainer",
         &trainer,
         "--retrain-train",

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use lightops_api::registry::v1 as pb;
+use lightops_runtime::telemetry::grpc::TracedChannel;
 use pb::artifacts_client::ArtifactsClient;
 use pb::registry_client::RegistryClient;
 use pb::tracking_client::TrackingClient;
@@ -54,15 +55,16 @@ impl Error {
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A connection to the registry's three services.
+/// A connection to the registry's three services. Calls carry the caller's trace context
+/// ([`lightops_runtime::telemetry::grpc`]).
 #[derive(Debug, Clone)]
 pub struct Registry {
     /// Experiments and runs.
-    pub tracking: TrackingClient<Channel>,
+    pub tracking: TrackingClient<TracedChannel>,
     /// Registered models, versions, aliases.
-    pub registry: RegistryClient<Channel>,
+    pub registry: RegistryClient<TracedChannel>,
     /// Run artifacts.
-    pub artifacts: ArtifactsClient<Channel>,
+    pub artifacts: ArtifactsClient<TracedChannel>,
 }
 
 impl Registry {
@@ -80,6 +82,7 @@ impl Registry {
 
     /// Uses an existing channel.
     pub fn from_channel(channel: Channel) -> Self {
+        let channel = lightops_runtime::telemetry::grpc::traced(channel);
         Self {
             tracking: TrackingClient::new(channel.clone()),
             registry: RegistryClient::new(channel.clone()),

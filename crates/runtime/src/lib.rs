@@ -1,4 +1,7 @@
-//! Service plumbing shared by every lightops service: how connections are accepted.
+//! Service plumbing shared by every lightops service: how connections are accepted
+//! ([`incoming_nodelay`]) and how logs, traces and metrics leave the process ([`telemetry`]).
+
+pub mod telemetry;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::Stream;

@@ -100,6 +100,7 @@ pub async fn serve(
     reporter.set_service_status("lightops.monitor.v1.Monitor", tonic_health::ServingStatus::Serving).await;
     tracing::info!(address = ?listener.local_addr().ok(), archive = %config.archive, "monitor serving");
     let served = tonic::transport::Server::builder()
+        .layer(lightops_runtime::telemetry::grpc::ServerLayer::new())
         .add_service(health)
         .add_service(reflection)
         .add_service(MonitorServer::new(service::MonitorService::new(monitor)))

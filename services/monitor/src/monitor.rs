@@ -385,7 +385,8 @@ impl Monitor {
                 .connect()
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut client = trainer::trainer_client::TrainerClient::new(channel);
+            let mut client =
+                trainer::trainer_client::TrainerClient::new(lightops_runtime::telemetry::grpc::traced(channel));
             client
                 .submit_job(trainer::SubmitJobRequest { spec: Some(spec) })
                 .await
@@ -437,6 +438,9 @@ impl Monitor {
             {
                 tracing::error!(%error, "writing dead letters");
             }
+            // Judge windows only while caught up with the log: a window still being filled (the
+            // consumer lagging behind a burst) must not be judged on its first rows.
+            let caught_up = matches!(next, Ok(None));
             match next {
                 Ok(Some(batch)) => {
                     // Never skip a batch: retry until it is archived and counted.
@@ -467,7 +471,7 @@ impl Monitor {
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
                 }
             }
-            if !pending.is_empty() {
+            if caught_up && !pending.is_empty() {
                 let windows = pending.clone();
                 match self.evaluate(&windows).await {
                     Ok(()) => {

@@ -153,6 +153,7 @@ pub async fn serve(
     tracing::info!(address = ?address, model = %config.model, "predictor listening");
     let (draining_tx, draining) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(lightops_runtime::telemetry::grpc::ServerLayer::new())
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(app))
         .serve_with_incoming_shutdown(lightops_runtime::incoming_nodelay(listener), async move {

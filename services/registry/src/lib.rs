@@ -79,6 +79,7 @@ pub async fn serve(
         .build_v1()?;
     let address = listener.local_addr().ok();
     let server = tonic::transport::Server::builder()
+        .layer(lightops_runtime::telemetry::grpc::ServerLayer::new())
         .add_service(health)
         .add_service(reflection)
         .add_service(TrackingServer::new(service.clone()))

@@ -85,6 +85,7 @@ pub async fn serve(
     let inner = service.inner().clone();
     tracing::info!(address = ?listener.local_addr().ok(), registry = %config.registry_url, "trainer serving");
     let served = tonic::transport::Server::builder()
+        .layer(lightops_runtime::telemetry::grpc::ServerLayer::new())
         .add_service(health)
         .add_service(reflection)
         .add_service(TrainerServer::new(service))

@@ -144,7 +144,7 @@ fn parse_endpoint(text: &str) -> Result<http::Uri, String> {
 }
 
 /// Trace sampling, as `OTEL_TRACES_SAMPLER` names it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Sampling {
     /// `always_on`.
     AlwaysOn,
@@ -153,17 +153,12 @@ pub enum Sampling {
     /// `traceidratio` with this ratio.
     Ratio(f64),
     /// `parentbased_always_on` (the default): follow the caller's decision, sample new traces.
+    #[default]
     ParentBasedAlwaysOn,
     /// `parentbased_always_off`.
     ParentBasedAlwaysOff,
     /// `parentbased_traceidratio`: follow the caller's decision, sample this share of new traces.
     ParentBasedRatio(f64),
-}
-
-impl Default for Sampling {
-    fn default() -> Self {
-        Self::ParentBasedAlwaysOn
-    }
 }
 
 impl Sampling {
@@ -237,10 +232,7 @@ impl Guard {
     /// blocking thread when inside an async runtime).
     pub fn flush(&self) -> Result<(), FlushError> {
         let Some(export) = &self.export else { return Ok(()) };
-        export
-            .tracer_provider
-            .force_flush()
-            .map_err(|e| FlushError { signal: "traces", message: e.to_string() })?;
+        export.tracer_provider.force_flush().map_err(|e| FlushError { signal: "traces", message: e.to_string() })?;
         export.meter_provider.force_flush().map_err(|e| FlushError { signal: "metrics", message: e.to_string() })
     }
 }
