@@ -511,9 +511,16 @@ impl ColumnAccumulator {
             }
             Values::Numerical { exact, buckets, moments, max_distinct } => {
                 let value = if value == 0.0 { 0.0 } else { value };
-                *exact.entry(value.to_bits()).or_insert(0) += 1;
                 moments.push(value, 1);
                 self.count += 1;
+                // Once compacted, a value inside a bucket's range joins that bucket: the range,
+                // hence the bound, stays as it is, and a stream of values seen before (a busy
+                // window) no longer refills the exact map and compacts again every
+                // `max_distinct / 2` rows.
+                if absorb_into_bucket(buckets, value) {
+                    return;
+                }
+                *exact.entry(value.to_bits()).or_insert(0) += 1;
                 if exact.len() + buckets.len() > *max_distinct {
                     compact(exact, buckets, *max_distinct / 2);
                 }
@@ -616,6 +623,29 @@ pub(crate) fn mean_std(values: &[f64], counts: &[u64]) -> (f64, f64) {
     let mean = sum / n as f64;
     let squares: f64 = values.iter().zip(counts).map(|(v, &c)| (v - mean) * (v - mean) * c as f64).sum();
     (mean, (squares / n as f64).sqrt())
+}
+
+/// Adds `value` to a bucket whose `[min, max]` holds it, if there is one; keeps the buckets sorted
+/// by mean. Buckets made by compaction have disjoint ranges, so the search finds the one holding
+/// `value`; after a merge of windows ranges may overlap, and a value the search misses is then
+/// counted exactly (the bound holds either way: a bucket's values stay within its range).
+fn absorb_into_bucket(buckets: &mut [Bucket], value: f64) -> bool {
+    let i = buckets.partition_point(|b| b.max < value);
+    let Some(bucket) = buckets.get_mut(i) else { return false };
+    if bucket.min > value {
+        return false;
+    }
+    bucket.absorb(&Bucket::single(value, 1));
+    let mut i = i;
+    while i > 0 && buckets[i - 1].mean.total_cmp(&buckets[i].mean) == Ordering::Greater {
+        buckets.swap(i - 1, i);
+        i -= 1;
+    }
+    while i + 1 < buckets.len() && buckets[i].mean.total_cmp(&buckets[i + 1].mean) == Ordering::Greater {
+        buckets.swap(i, i + 1);
+        i += 1;
+    }
+    true
 }
 
 /// Merges two lists sorted by mean.

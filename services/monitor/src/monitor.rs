@@ -307,6 +307,23 @@ impl Monitor {
                 continue;
             }
             let report = self.report(key).await?;
+            lightops_runtime::telemetry::record_window(lightops_runtime::telemetry::WindowFigures {
+                start: std::time::UNIX_EPOCH + Duration::from_millis(report.start_ms.max(0) as u64),
+                rows: report.rows,
+                dataset_drift: report.dataset_drift,
+                columns: report
+                    .columns
+                    .iter()
+                    .map(|c| lightops_runtime::telemetry::ColumnDrift {
+                        column: c.column.clone(),
+                        method: c.method.clone(),
+                        score: c.score,
+                        drifted: c.drifted,
+                    })
+                    .collect(),
+                rmse: report.quality.as_ref().map(|q| q.rmse),
+                mae: report.quality.as_ref().map(|q| q.mae),
+            });
             let mut raise = Vec::new();
             if report.dataset_drift && !alerted.contains("dataset_drift") {
                 let drifted: Vec<&str> =

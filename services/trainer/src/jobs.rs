@@ -108,6 +108,9 @@ impl JobTable {
         entry.job.state = state as i32;
         entry.job.step = step as i32;
         entry.job.finished_ms = now_ms();
+        let began = if entry.job.started_ms > 0 { entry.job.started_ms } else { entry.job.submitted_ms };
+        let ran = std::time::Duration::from_millis((entry.job.finished_ms - began).max(0) as u64);
+        lightops_runtime::telemetry::record_training_job(state.as_str_name(), ran);
         if state != pb::JobState::Succeeded {
             entry.job.reason = reason.clone();
         }

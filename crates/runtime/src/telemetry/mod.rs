@@ -133,6 +133,13 @@ impl TelemetryConfig {
     }
 }
 
+/// This machine's name, if it can be read.
+fn host_name() -> Option<String> {
+    let from_env = std::env::var("HOSTNAME").ok();
+    let from_kernel = || std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    from_env.or_else(from_kernel).map(|name| name.trim().to_owned()).filter(|name| !name.is_empty())
+}
+
 /// An OTLP/gRPC endpoint: `http://host:port` (TLS is not built in).
 fn parse_endpoint(text: &str) -> Result<http::Uri, String> {
     let uri = http::Uri::from_str(text).map_err(|e| e.to_string())?;
@@ -281,6 +288,7 @@ pub fn init_with(config: TelemetryConfig) -> Guard {
         tracing_opentelemetry::layer()
             .with_tracer(export.tracer_provider.tracer("lightops"))
             .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_filter(trace_filter)
     });
     let installed = tracing_subscriber::registry().with(logs).with(traces).try_init();
@@ -314,8 +322,14 @@ fn start_export(config: &TelemetryConfig, endpoint: &http::Uri) -> Result<Export
         .build()
         .map_err(|e| format!("starting the export runtime: {e}"))?;
     let _entered = runtime.enter();
+    let mut defaults = vec![KeyValue::new("service.version", config.service_version.clone())];
+    // Tells replicas apart (a Prometheus exporter would merge their series otherwise); in
+    // Kubernetes the host name is the pod's name.
+    if let Some(host) = host_name() {
+        defaults.push(KeyValue::new("service.instance.id", host));
+    }
     let resource = Resource::builder_empty()
-        .with_attribute(KeyValue::new("service.version", config.service_version.clone()))
+        .with_attributes(defaults)
         .with_detectors(&[Box::new(TelemetryResourceDetector), Box::new(EnvResourceDetector::new())])
         .with_service_name(config.service_name.clone())
         .build();
