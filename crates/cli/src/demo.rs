@@ -225,7 +225,7 @@ async fn story(stack: &Stack, data: &Data, retrain: &RetrainOn, bars: &Bars) -> 
     println!();
     println!("run {} in experiment nyc-taxi-experiment: validation RMSE {rmse:.4}", job.run_id);
     println!(
-        "registered trip_duration version {}; {}",
+        "registered trip_duration version {}; staging: {}",
         job.model_version,
         job.promotion.map(|p| p.reason).unwrap_or_default()
     );

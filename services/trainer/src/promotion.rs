@@ -25,14 +25,14 @@ pub fn decide(
     let mut decision = pb::Promotion { metric: metric.clone(), candidate, ..Default::default() };
     let Some((version, holder_metric)) = incumbent else {
         decision.promoted = true;
-        decision.reason = "the alias pointed at no version".into();
+        decision.reason = "promoted: the alias pointed at no version yet".into();
         return decision;
     };
     decision.incumbent_version = version;
     decision.incumbent = holder_metric;
     let Some(holder) = holder_metric else {
         decision.promoted = true;
-        decision.reason = format!("version {version} has no {metric} to compare with");
+        decision.reason = format!("promoted: version {version} has no {metric} to compare with");
         return decision;
     };
     if margin < 0.0 {
