@@ -371,7 +371,8 @@ async fn story(stack: &Stack, data: &Data, retrain: &RetrainOn, bars: &Bars) -> 
             println!("({})", promotion.reason);
             let follow = if promotion.promoted { job.model_version } else { promotion.incumbent_version.max(1) };
             wait_for_version(&mut predictor_client, follow).await?;
-            println!("the predictor now serves version {follow}");
+            let verb = if promotion.promoted { "now serves" } else { "still serves" };
+            println!("the predictor {verb} version {follow}");
         }
     }
     Ok(results)
