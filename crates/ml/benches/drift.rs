@@ -163,6 +163,24 @@ fn main() {
     println!("RESULT window_report_ms={:.2}", ms(total - accumulated));
     println!("RESULT window_total_ms={:.1}", ms(total));
     println!("RESULT window_peak_rss_mib={:.0}", mib(peak));
+
+    // The same window counted exactly (no compaction; untimed, after the peak was read): the
+    // compacted scores are within their bounds.
+    let mut exact = WindowStats::for_spec(&artifact.model.spec, 2 * WINDOW_ROWS).expect("window");
+    for (ride, prediction) in year.iter().cycle().take(WINDOW_ROWS) {
+        exact.push_ride(ride, *prediction).expect("push");
+    }
+    let exact = compare(&reference, &exact.finish(), &DriftOptions::default()).expect("compare");
+    for (a, e) in big.columns.iter().zip(&exact.columns) {
+        let error = (a.score - e.score).abs();
+        let bound = a.score_bound.unwrap_or(0.0);
+        assert!(
+            !e.approximate && error <= bound * (1.0 + 1e-9) + 1e-15,
+            "{}: error {error:e}, bound {bound:e}",
+            a.column
+        );
+        println!("RESULT window_{}_error={error:.2e} bound={bound:.2e}", a.column);
+    }
     drop(year);
 
     // 2. One report on a real month, median of `runs`.

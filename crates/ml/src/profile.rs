@@ -956,6 +956,33 @@ mod tests {
     }
 
     #[test]
+    fn values_seen_before_join_their_bucket_without_compacting_again() {
+        let values: Vec<f64> = (0..10_000).map(|i| (i as f64 * 0.37).sin() * 100.0 + i as f64 * 0.01).collect();
+        let mut column = ColumnAccumulator::numerical("x", 256).expect("column");
+        for &v in &values {
+            column.push_number(v);
+        }
+        let Distribution::Numerical(once) = column.finish().distribution else { panic!("numerical") };
+        for _ in 0..5 {
+            for &v in &values {
+                column.push_number(v);
+            }
+        }
+        let profile = column.finish();
+        let Distribution::Numerical(six) = &profile.distribution else { panic!("numerical") };
+        // Every repeated value joined the bucket (or exact entry) that already held it: the
+        // same ranges, six times the counts, the same means up to rounding.
+        assert_eq!(six.ranges, once.ranges);
+        assert_eq!(six.counts, once.counts.iter().map(|c| c * 6).collect::<Vec<_>>());
+        for (a, b) in six.values.iter().zip(&once.values) {
+            assert!((a - b).abs() <= 1e-9 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        assert!(six.values.windows(2).all(|w| w[0] <= w[1]), "sorted");
+        let (mean, _) = mean_std(&values, &vec![1; values.len()]);
+        assert!((profile.mean.expect("mean") - mean).abs() < 1e-9);
+    }
+
+    #[test]
     fn windows_merge_like_one_window() {
         let spec = FeatureSpec::default();
         let mut a = WindowStats::for_spec(&spec, 64).expect("window");
