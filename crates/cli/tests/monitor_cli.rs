@@ -347,3 +347,120 @@ fn malformed_records_go_to_the_dead_letter_location() {
     assert!(letters.iter().any(|l| l.contains("not json")), "{letters:?}");
     assert!(letters.iter().any(|l| l.contains("schema")), "{letters:?}");
 }
+
+/// An HTTP server answering POSTs with 200: returns its URL and a receiver for the bodies.
+fn webhook_server() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn late_actuals_raise_quality_alerts_posted_to_the_webhook_with_one_retraining_per_cooldown() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let logs = home.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    // 50 rides in March 2022 and 50 in April, all predicted at 10 minutes.
+    let mut segment = String::new();
+    for i in 0..100i64 {
+        let month_start = if i < 50 { 1_646_092_800_000 } else { 1_648_771_200_000 };
+        let record = lightops_predlog::PredictionRecord {
+            schema: 1,
+            ride_id: format!("r{i}"),
+            event_time_ms: Some(month_start + i),
+            received_at_ms: 1_646_092_800_000,
+            features: lightops_predlog::RideFeatures { pu_location_id: 43, do_location_id: 151, trip_distance: 1.5 },
+            prediction: 10.0,
+            model_name: "trip_duration".into(),
+            model_version: "1".into(),
+            latency_us: 12,
+        };
+        segment.push_str(&serde_json::to_string(&record).expect("json"));
+        segment.push('\n');
+    }
+    std::fs::write(logs.join("predictions-00000000000000000001.jsonl"), segment).expect("segment");
+    let (_registry, registry) = start_registry(home.path(), &[], &[]);
+    wait_serving(&registry);
+    let (_trainer, trainer) = start_service("trainer", home.path(), &["--registry", &registry], &[]);
+    wait_serving(&trainer);
+    let (hook, posted) = webhook_server();
+    let archive = home.path().join("archive").display().to_string();
+    let (train, val) = (sample("2022-01"), sample("2022-02"));
+    let args = [
+        "--source",
+        logs.to_str().expect("utf8"),
+        "--archive",
+        &archive,
+        "--min-rows",
+        "10",
+        "--settle",
+        "200ms",
+        "--rmse-threshold",
+        "5",
+        "--webhook",
+        &hook,
+        "--trainer",
+        &trainer,
+        "--retrain-train",
+        &train,
+        "--retrain-val",
+        &val,
+    ];
+    let (_monitor, url) = start_service("monitor", home.path(), &args, &[]);
+    wait_serving(&url);
+    wait_records(&url, 100);
+    // The windows settle without actuals (no RMSE, no reference: no alert); then the actuals
+    // arrive: every ride took 20 minutes, RMSE 10 > 5, in both months.
+    std::thread::sleep(Duration::from_millis(600));
+    let csv = home.path().join("actuals.csv");
+    let rows: String = (0..100).map(|i| format!("r{i},20\n")).collect();
+    std::fs::write(&csv, format!("ride_id,duration\n{rows}")).expect("csv");
+    let sent = json_of(&lightops(
+        home.path(),
+        &["monitor", "actuals", csv.to_str().expect("utf8"), "--monitor", &url, "--json"],
+    ));
+    assert_eq!(sent["matched"], 100);
+    let mut alerts: Vec<serde_json::Value> = (0..2)
+        .map(|_| {
+            let body = posted.recv_timeout(Duration::from_secs(20)).expect("an alert POSTed to the webhook");
+            serde_json::from_str(&body).expect("JSON body")
+        })
+        .collect();
+    alerts.sort_by_key(|a| a["window"].as_str().unwrap_or_default().to_owned());
+    for (alert, window) in alerts.iter().zip(["2022-03", "2022-04"]) {
+        assert_eq!((alert["kind"].as_str(), alert["window"].as_str()), (Some("quality"), Some(window)), "{alert}");
+        assert_eq!(alert["rows"], 50);
+        assert!(alert["message"].as_str().is_some_and(|m| m.contains("RMSE 10.0000 above 5")), "{alert}");
+    }
+    // One retraining request; the second alert fell within the cooldown.
+    let jobs: Vec<&str> =
+        alerts.iter().filter_map(|a| a["retraining_job_id"].as_str()).filter(|j| !j.is_empty()).collect();
+    assert_eq!(jobs.len(), 1, "{alerts:?}");
+    let job = json_of(&lightops(home.path(), &["jobs", "watch", jobs[0], "--trainer", &trainer, "--json"]));
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+    let report = report(&url, "2022-03");
+    assert_eq!(report.quality.map(|q| (q.rows, q.rmse)), Some((50, 10.0)));
+}

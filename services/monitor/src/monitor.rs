@@ -50,6 +50,8 @@ pub struct Monitor {
     /// Unreadable records sent to the dead-letter location.
     pub dead_letters: AtomicU64,
     position: Mutex<Position>,
+    /// Windows to judge again (actuals arrived for them after they settled).
+    rejudge: Mutex<BTreeSet<String>>,
 }
 
 fn state_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -153,6 +155,7 @@ impl Monitor {
             last_retraining: Mutex::new(None),
             dead_letters: AtomicU64::new(0),
             position: Mutex::new(position),
+            rejudge: Mutex::new(BTreeSet::new()),
         }))
     }
 
@@ -236,13 +239,20 @@ impl Monitor {
             append_lines(&self.config.state_dir.join("actuals.jsonl"), &lines)?;
         }
         let mut state = self.state.lock().await;
+        let mut touched = BTreeSet::new();
         for actual in accepted {
             if state.actual(&actual.ride_id, actual.duration) {
                 answer.matched += 1;
+                if let Some(key) = state.window_of(&actual.ride_id) {
+                    touched.insert(key.to_owned());
+                }
             } else {
                 answer.pending += 1;
             }
         }
+        drop(state);
+        // Their RMSE changed: judge them again (the quality alert).
+        self.rejudge.lock().await.extend(touched);
         Ok(answer)
     }
 
@@ -488,6 +498,7 @@ impl Monitor {
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
                 }
             }
+            pending.extend(std::mem::take(&mut *self.rejudge.lock().await));
             if caught_up && !pending.is_empty() {
                 let windows = pending.clone();
                 match self.evaluate(&windows).await {

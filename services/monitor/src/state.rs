@@ -179,6 +179,11 @@ impl MonitorState {
         }
     }
 
+    /// The window a counted ride is in.
+    pub fn window_of(&self, ride_id: &str) -> Option<&str> {
+        self.rides.get(ride_id).map(|(key, _)| key.as_str())
+    }
+
     /// Window keys, newest first.
     pub fn keys(&self) -> Vec<String> {
         self.windows.keys().rev().cloned().collect()
