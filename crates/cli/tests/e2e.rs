@@ -12,13 +12,10 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Process, json_of, lightops, runtime, start_moto, start_service, wait_serving};
-use lightops_api::common::v1::Ride;
+use common::{
+    connect, json_of, lightops, replay, rides, runtime, signal, start_moto, start_service, wait_exit, wait_serving,
+};
 use lightops_api::monitor::v1 as monitor;
-use lightops_api::predictor::v1 as predictor;
-use lightops_ml::FeatureSpec;
-use lightops_ml::data::KeyColumn;
-use tonic::transport::Channel;
 
 fn postgres_url() -> Option<String> {
     match std::env::var("LIGHTOPS_TEST_POSTGRES_URL") {
@@ -40,62 +37,6 @@ fn fresh_database(base: &str) -> String {
     }
     let (prefix, _) = base.rsplit_once('/').expect("database in the URL");
     format!("{prefix}/{name}")
-}
-
-fn rides(month: &str) -> (Vec<Ride>, Vec<f64>) {
-    let file = if month == "2020-06" {
-        "green_sample_2020-06.csv.gz".to_owned()
-    } else {
-        format!("green_sample_{month}.parquet")
-    };
-    let trips = lightops_ml::data::read_trips(&common::root().join("samples").join(file), &FeatureSpec::default())
-        .expect("sample");
-    let ids = |column: &KeyColumn| match column {
-        KeyColumn::Int(values) => values.clone(),
-        KeyColumn::Str(_) => panic!("integer zones"),
-    };
-    let (pu, do_) = (ids(&trips.keys[0]), ids(&trips.keys[1]));
-    let rides = (0..trips.len())
-        .map(|i| Ride {
-            ride_id: format!("{month}-{i}"),
-            pu_location_id: pu[i],
-            do_location_id: do_[i],
-            trip_distance: trips.numeric[0][i],
-            event_time_ms: trips.pickup_us[i] / 1000,
-        })
-        .collect();
-    (rides, trips.duration.clone())
-}
-
-async fn connect(url: &str) -> Channel {
-    Channel::from_shared(url.to_owned()).expect("url").connect().await.expect("connect")
-}
-
-fn replay(url: &str, rides: &[Ride]) {
-    runtime().block_on(async {
-        let mut client = predictor::predictor_client::PredictorClient::new(connect(url).await);
-        let messages: Vec<predictor::PredictBatchRequest> =
-            rides.chunks(250).map(|c| predictor::PredictBatchRequest { rides: c.to_vec() }).collect();
-        let mut answers = client.predict_stream(futures::stream::iter(messages)).await.expect("stream").into_inner();
-        let mut answered = 0;
-        while let Some(message) = answers.message().await.expect("answer") {
-            answered += message.predictions.len();
-        }
-        assert_eq!(answered, rides.len(), "every ride answered");
-    });
-}
-
-fn signal(process: &Process, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &process.0.id().to_string()]).status().expect("kill");
-    assert!(status.success());
-}
-
-fn wait_exit(mut process: Process) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while process.0.try_wait().expect("try_wait").is_none() {
-        assert!(Instant::now() < deadline, "did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -9,58 +9,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Process, json_of, lightops, runtime, sample, start_moto, start_registry, start_service, wait_serving};
-use lightops_api::common::v1::Ride;
+use common::{
+    Process, connect, json_of, kill, lightops, replay, rides, runtime, sample, start_moto, start_registry,
+    start_service, train_and_register, wait_serving,
+};
 use lightops_api::monitor::v1 as pb;
-use lightops_api::predictor::v1 as predictor;
-use lightops_ml::FeatureSpec;
-use lightops_ml::data::KeyColumn;
 use pb::monitor_client::MonitorClient;
-use tonic::transport::Channel;
-
-/// A month's rides (with ride ids `<month>-<row>` and pickup times) and their actual durations.
-fn rides(month: &str) -> (Vec<Ride>, Vec<f64>) {
-    let file = if month == "2020-06" {
-        "green_sample_2020-06.csv.gz".to_owned()
-    } else {
-        format!("green_sample_{month}.parquet")
-    };
-    let path = common::root().join("samples").join(file);
-    let trips = lightops_ml::data::read_trips(&path, &FeatureSpec::default()).expect("read sample");
-    let ids = |column: &KeyColumn| match column {
-        KeyColumn::Int(values) => values.clone(),
-        KeyColumn::Str(_) => panic!("integer zones"),
-    };
-    let (pu, do_) = (ids(&trips.keys[0]), ids(&trips.keys[1]));
-    let rides = (0..trips.len())
-        .map(|i| Ride {
-            ride_id: format!("{month}-{i}"),
-            pu_location_id: pu[i],
-            do_location_id: do_[i],
-            trip_distance: trips.numeric[0][i],
-            event_time_ms: trips.pickup_us[i] / 1000,
-        })
-        .collect();
-    (rides, trips.duration.clone())
-}
-
-async fn connect(url: &str) -> Channel {
-    Channel::from_shared(url.to_owned()).expect("url").connect().await.expect("connect")
-}
-
-fn replay(url: &str, rides: &[Ride]) {
-    runtime().block_on(async {
-        let mut client = predictor::predictor_client::PredictorClient::new(connect(url).await);
-        let messages: Vec<predictor::PredictBatchRequest> =
-            rides.chunks(200).map(|c| predictor::PredictBatchRequest { rides: c.to_vec() }).collect();
-        let mut answers = client.predict_stream(futures::stream::iter(messages)).await.expect("stream").into_inner();
-        let mut answered = 0;
-        while let Some(message) = answers.message().await.expect("answer") {
-            answered += message.predictions.len();
-        }
-        assert_eq!(answered, rides.len());
-    });
-}
 
 fn status(url: &str) -> pb::MonitorStatus {
     runtime().block_on(async {
@@ -120,34 +74,12 @@ fn start_monitor(home: &Path, registry: &str, source: &str, env: &[(&str, String
     (process, url)
 }
 
-fn kill(process: Process) {
-    let mut process = process;
-    let _ = process.0.kill();
-    let _ = process.0.wait();
-}
-
 /// The workshop's months through predictor and monitor; `source` is the log the predictor writes
 /// and the monitor reads (a directory or kinesis://STREAM).
 fn months_through_the_loop(home: &Path, sink: &str, env: &[(&str, String)]) {
     let (_registry, registry_url) = start_registry(home, &[], env);
     wait_serving(&registry_url);
-    let trained = json_of(&lightops(
-        home,
-        &[
-            "train",
-            "--train",
-            &sample("2022-01"),
-            "--val",
-            &sample("2022-02"),
-            "--json",
-            "--registry",
-            &registry_url,
-            "--register-as",
-            "trip_duration",
-            "--alias",
-            "staging",
-        ],
-    ));
+    let trained = train_and_register(home, &registry_url);
     assert_eq!(trained["model_version"], "1");
     let predictor_args = ["--model", "models:/trip_duration@staging", "--registry", &registry_url, "--log-sink", sink];
     let (_predictor, predictor_url) = start_service("predictor", home, &predictor_args, env);

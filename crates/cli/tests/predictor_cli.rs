@@ -6,12 +6,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Process, json_of, lightops, runtime, sample, start_moto, start_registry, start_service, wait_serving};
+use common::{
+    connect, json_of, lightops, runtime, sample, signal, start_moto, start_registry, start_service, wait_exit,
+    wait_serving,
+};
 use lightops_api::common::v1::Ride;
 use lightops_api::predictor::v1 as pb;
 use lightops_api::registry::v1 as registry;
@@ -32,10 +34,6 @@ fn ride(i: u64) -> Ride {
         trip_distance: 0.5 + (i % 40) as f64 * 0.37,
         event_time_ms: 1_646_092_800_000 + i as i64,
     }
-}
-
-async fn connect(url: &str) -> Channel {
-    Channel::from_shared(url.to_owned()).expect("url").connect().await.expect("connect")
 }
 
 /// Polls GetModel until the predictor serves `version`.
@@ -183,24 +181,6 @@ fn send(url: &str, rides: std::ops::Range<u64>) {
             client.predict_batch(pb::PredictBatchRequest { rides: chunk.to_vec() }).await.expect("prediction answered");
         }
     });
-}
-
-fn signal(process: &Process, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &process.0.id().to_string()]).status().expect("kill");
-    assert!(status.success(), "kill -{name}");
-}
-
-/// Waits for a process to exit on its own (after SIGTERM).
-fn wait_exit(mut process: Process) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = process.0.try_wait().expect("try_wait") {
-            assert!(status.success(), "exited with {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "process did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {

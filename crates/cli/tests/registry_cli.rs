@@ -4,32 +4,8 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{json_of, lightops, runtime, sample, start_moto, start_registry, wait_serving};
+use common::{json_of, lightops, runtime, start_moto, start_registry, train_and_register, wait_serving};
 use lightops_api::registry::v1 as pb;
-
-fn train_and_register(home: &Path, url: &str) -> serde_json::Value {
-    json_of(&lightops(
-        home,
-        &[
-            "train",
-            "--train",
-            &sample("2022-01"),
-            "--val",
-            &sample("2022-02"),
-            "--json",
-            "--registry",
-            url,
-            "--experiment",
-            "nyc-taxi-experiment",
-            "--register-as",
-            "trip_duration",
-            "--alias",
-            "staging",
-        ],
-    ))
-}
 
 #[test]
 fn train_registers_versions_and_models_commands_work() {

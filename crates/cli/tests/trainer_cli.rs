@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{root, runtime, sample, start_registry, start_service, wait_serving};
+use common::{connect, root, runtime, sample, start_registry, start_service, wait_serving};
 use lightops_api::registry::v1 as registry;
 use lightops_api::trainer::v1 as pb;
 use pb::trainer_client::TrainerClient;
@@ -26,10 +26,6 @@ fn spec(train: &[String], val: &str, alias: &str, min_improvement: f64) -> pb::J
         tags: [("reason".to_owned(), "test".to_owned())].into(),
         ..Default::default()
     }
-}
-
-async fn connect(url: &str) -> Channel {
-    Channel::from_shared(url.to_owned()).expect("url").connect().await.expect("connect")
 }
 
 /// Submits a job and watches it to its end; returns the final job and the steps seen.

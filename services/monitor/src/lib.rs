@@ -87,13 +87,7 @@ pub async fn serve(
     reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     reporter.set_service_status("lightops.monitor.v1.Monitor", tonic_health::ServingStatus::NotServing).await;
     let monitor = Monitor::open(config.clone(), references).await?;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lightops_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("lightops.monitor.v1.Monitor")
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
+    let reflection = lightops_runtime::reflection(&["lightops.monitor.v1.Monitor"])?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let consumer = config.source.clone().map(|target| tokio::spawn(monitor.clone().consume(target, stop_rx)));
     reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;

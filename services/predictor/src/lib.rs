@@ -107,14 +107,8 @@ pub async fn serve(
         }
     };
     set_status(tonic_health::ServingStatus::NotServing).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lightops_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("lightops.predictor.v1.Predictor")
-        .with_service_name("inference.GRPCInferenceService")
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
+    let reflection =
+        lightops_runtime::reflection(&["lightops.predictor.v1.Predictor", "inference.GRPCInferenceService"])?;
     let limit = config.max_body_bytes;
     let grpc = tonic::service::Routes::new(health)
         .add_service(reflection)

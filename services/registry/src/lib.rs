@@ -68,15 +68,11 @@ pub async fn serve(
     reporter.set_not_serving::<RegistryServer<RegistryService>>().await;
     reporter.set_not_serving::<ArtifactsServer<ArtifactService>>().await;
     reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lightops_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("lightops.registry.v1.Tracking")
-        .with_service_name("lightops.registry.v1.Registry")
-        .with_service_name("lightops.registry.v1.Artifacts")
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
+    let reflection = lightops_runtime::reflection(&[
+        "lightops.registry.v1.Tracking",
+        "lightops.registry.v1.Registry",
+        "lightops.registry.v1.Artifacts",
+    ])?;
     let address = listener.local_addr().ok();
     let server = tonic::transport::Server::builder()
         .layer(lightops_runtime::telemetry::grpc::ServerLayer::new())

@@ -75,13 +75,7 @@ pub async fn serve(
     }
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<TrainerServer<TrainerService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lightops_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("lightops.trainer.v1.Trainer")
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
+    let reflection = lightops_runtime::reflection(&["lightops.trainer.v1.Trainer"])?;
     let inner = service.inner().clone();
     tracing::info!(address = ?listener.local_addr().ok(), registry = %config.registry_url, "trainer serving");
     let served = tonic::transport::Server::builder()

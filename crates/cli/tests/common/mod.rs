@@ -1,5 +1,5 @@
 //! Helpers shared by the CLI's process-level tests: the lightops binary, services started as
-//! real processes on ephemeral ports, and moto's server.
+//! real processes on ephemeral ports, moto's server, and the sample months as rides.
 
 #![allow(dead_code)] // each test file uses a different subset
 
@@ -7,6 +7,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use lightops_api::common::v1::Ride;
+use lightops_api::predictor::v1 as predictor;
+use lightops_ml::FeatureSpec;
+use lightops_ml::data::KeyColumn;
+use tonic::transport::Channel;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -115,4 +121,94 @@ pub fn start_moto() -> Option<(Process, String)> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Some((process, format!("http://127.0.0.1:{port}")))
+}
+
+/// A month's rides (with ride ids `<month>-<row>` and pickup times) and their actual durations.
+pub fn rides(month: &str) -> (Vec<Ride>, Vec<f64>) {
+    let file = if month == "2020-06" {
+        "green_sample_2020-06.csv.gz".to_owned()
+    } else {
+        format!("green_sample_{month}.parquet")
+    };
+    let path = root().join("samples").join(file);
+    let trips = lightops_ml::data::read_trips(&path, &FeatureSpec::default()).expect("read sample");
+    let ids = |column: &KeyColumn| match column {
+        KeyColumn::Int(values) => values.clone(),
+        KeyColumn::Str(_) => panic!("integer zones"),
+    };
+    let (pu, do_) = (ids(&trips.keys[0]), ids(&trips.keys[1]));
+    let rides = (0..trips.len())
+        .map(|i| Ride {
+            ride_id: format!("{month}-{i}"),
+            pu_location_id: pu[i],
+            do_location_id: do_[i],
+            trip_distance: trips.numeric[0][i],
+            event_time_ms: trips.pickup_us[i] / 1000,
+        })
+        .collect();
+    (rides, trips.duration.clone())
+}
+
+pub async fn connect(url: &str) -> Channel {
+    Channel::from_shared(url.to_owned()).expect("url").connect().await.expect("connect")
+}
+
+pub fn replay(url: &str, rides: &[Ride]) {
+    runtime().block_on(async {
+        let mut client = predictor::predictor_client::PredictorClient::new(connect(url).await);
+        let messages: Vec<predictor::PredictBatchRequest> =
+            rides.chunks(200).map(|c| predictor::PredictBatchRequest { rides: c.to_vec() }).collect();
+        let mut answers = client.predict_stream(futures::stream::iter(messages)).await.expect("stream").into_inner();
+        let mut answered = 0;
+        while let Some(message) = answers.message().await.expect("answer") {
+            answered += message.predictions.len();
+        }
+        assert_eq!(answered, rides.len());
+    });
+}
+
+pub fn signal(process: &Process, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &process.0.id().to_string()]).status().expect("kill");
+    assert!(status.success(), "kill -{name}");
+}
+
+/// Waits for a process to exit on its own (after SIGTERM).
+pub fn wait_exit(mut process: Process) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = process.0.try_wait().expect("try_wait") {
+            assert!(status.success(), "exited with {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "process did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn kill(process: Process) {
+    let mut process = process;
+    let _ = process.0.kill();
+    let _ = process.0.wait();
+}
+
+pub fn train_and_register(home: &Path, url: &str) -> serde_json::Value {
+    json_of(&lightops(
+        home,
+        &[
+            "train",
+            "--train",
+            &sample("2022-01"),
+            "--val",
+            &sample("2022-02"),
+            "--json",
+            "--registry",
+            url,
+            "--experiment",
+            "nyc-taxi-experiment",
+            "--register-as",
+            "trip_duration",
+            "--alias",
+            "staging",
+        ],
+    ))
 }
