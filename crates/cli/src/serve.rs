@@ -19,6 +19,7 @@ pub fn run(global: &Global, command: ServeCommand) -> anyhow::Result<()> {
 }
 
 async fn registry(global: &Global, args: ServeRegistryArgs) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     std::fs::create_dir_all(&global.home).with_context(|| format!("creating {}", global.home.display()))?;
     let home = std::path::absolute(&global.home).unwrap_or_else(|_| global.home.clone());
     let store_url = args.store.unwrap_or_else(|| format!("sqlite://{}", home.join("registry.db").display()));
@@ -31,12 +32,13 @@ async fn registry(global: &Global, args: ServeRegistryArgs) -> anyhow::Result<()
         lightops_registry::redact(&store_url)
     );
     let config = lightops_registry::Config { store_url, artifact_root };
-    lightops_registry::serve(config, listener, shutdown_signal()).await?;
+    lightops_registry::serve(config, listener, stop).await?;
     eprintln!("registry stopped");
     Ok(())
 }
 
 async fn predictor(global: &Global, args: ServePredictorArgs) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     let home = std::path::absolute(&global.home).unwrap_or_else(|_| global.home.clone());
     let sink = args.log_sink.unwrap_or_else(|| home.join("logs").display().to_string());
     let log = if sink == "none" {
@@ -64,12 +66,13 @@ async fn predictor(global: &Global, args: ServePredictorArgs) -> anyhow::Result<
         log_flush_timeout: args.log_flush_timeout,
         drain_timeout: args.drain_timeout,
     };
-    lightops_predictor::serve(config, listener, shutdown_signal()).await?;
+    lightops_predictor::serve(config, listener, stop).await?;
     eprintln!("predictor stopped");
     Ok(())
 }
 
 async fn trainer(global: &Global, args: ServeTrainerArgs) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     let home = std::path::absolute(&global.home).unwrap_or_else(|_| global.home.clone());
     let kube = match &args.job_template {
         Some(path) => {
@@ -106,12 +109,13 @@ async fn trainer(global: &Global, args: ServeTrainerArgs) -> anyhow::Result<()> 
         queue_capacity: args.queue,
         default_executor,
     };
-    lightops_trainer::serve(config, kube, listener, shutdown_signal()).await?;
+    lightops_trainer::serve(config, kube, listener, stop).await?;
     eprintln!("trainer stopped");
     Ok(())
 }
 
 async fn monitor(global: &Global, args: ServeMonitorArgs) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     let home = std::path::absolute(&global.home).unwrap_or_else(|_| global.home.clone());
     let source_text = args.source.unwrap_or_else(|| home.join("logs").display().to_string());
     let source = if source_text == "none" {
@@ -173,29 +177,47 @@ async fn monitor(global: &Global, args: ServeMonitorArgs) -> anyhow::Result<()> 
         listener.local_addr()?,
         args.window
     );
-    lightops_monitor::serve(config, references, listener, shutdown_signal()).await?;
+    lightops_monitor::serve(config, references, listener, stop).await?;
     eprintln!("monitor stopped");
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM (what Kubernetes sends).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on Ctrl-C (SIGINT) or SIGTERM (what Kubernetes sends).
+///
+/// The handlers are installed when this is called, not when the future is first polled, so a
+/// signal that arrives while a service is still starting is not lost (nor fatal: without a
+/// handler SIGINT would kill the process instead of stopping it cleanly).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let interrupt = async {
+                match interrupt {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            let terminate = async {
+                match terminate {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = interrupt => {}
+                () = terminate => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -13,11 +13,13 @@ use common::{Process, wait_serving};
 fn up_serves_four_services_and_stops_on_ctrl_c() {
     let home = tempfile::tempdir().expect("tempdir");
     let any = "127.0.0.1:0";
+    let stderr_path = home.path().join("up.stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
     let child = Command::new(env!("CARGO_BIN_EXE_lightops"))
         .args(["up", "--registry", any, "--trainer", any, "--predictor", any, "--monitor", any])
         .env("LIGHTOPS_HOME", home.path())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn lightops up");
     let mut process = Process(child);
@@ -47,7 +49,8 @@ fn up_serves_four_services_and_stops_on_ctrl_c() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = process.0.try_wait().expect("try_wait") {
-            assert!(status.success(), "lightops up exited with {status}");
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            assert!(status.success(), "lightops up exited with {status}; stderr:\n{stderr}");
             break;
         }
         assert!(Instant::now() < deadline, "lightops up did not stop on SIGINT");
