@@ -446,6 +446,10 @@ pub struct ServePredictorArgs {
     /// Log records held in memory before they go to the disk buffer.
     #[arg(long, env = "LIGHTOPS_LOG_QUEUE", default_value_t = 65_536)]
     pub log_queue: usize,
+    /// How long log records gather in memory before one write sends them all (at most 200ms;
+    /// 0 writes each request's records at once).
+    #[arg(long, env = "LIGHTOPS_LOG_LINGER", default_value = "2ms", value_parser = humantime::parse_duration)]
+    pub log_linger: std::time::Duration,
     /// How long shutdown waits for the log sink before leaving the rest in the disk buffer.
     #[arg(long, env = "LIGHTOPS_LOG_FLUSH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub log_flush_timeout: std::time::Duration,

@@ -48,6 +48,7 @@ async fn predictor(global: &Global, args: ServePredictorArgs) -> anyhow::Result<
         let spill_dir = args.spill_dir.unwrap_or_else(|| home.join("spill"));
         Some(lightops_predlog::LogConfig {
             queue_capacity: args.log_queue,
+            linger: args.log_linger,
             ..lightops_predlog::LogConfig::new(target, spill_dir)
         })
     };

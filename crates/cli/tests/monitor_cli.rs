@@ -238,7 +238,7 @@ fn malformed_records_go_to_the_dead_letter_location() {
     let home = tempfile::tempdir().expect("tempdir");
     let logs = home.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs");
-    let good = lightops_predlog::PredictionRecord {
+    let good: lightops_predlog::PredictionRecord = lightops_predlog::PredictionRecord {
         schema: 1,
         ride_id: "good-1".into(),
         event_time_ms: Some(1_646_092_800_000),

@@ -113,6 +113,11 @@ pub struct LogConfig {
     pub segment_age: Duration,
     /// How often housekeeping runs: segment age, spill cursor, fsync of the spill. Default 200 ms.
     pub flush_interval: Duration,
+    /// How long the background task lets records gather after the first one arrives before it
+    /// writes them: one write (or `PutRecords`) per linger instead of one per request, at busy
+    /// times. Records are in memory meanwhile and shutdown flushes them. Default 2 ms; zero sends
+    /// at once.
+    pub linger: Duration,
     /// Wait before the first retry of a failed sink attempt; doubles on each further failure
     /// (with jitter). Default 100 ms.
     pub initial_backoff: Duration,
@@ -132,6 +137,7 @@ impl LogConfig {
             segment_bytes: 64 * 1024 * 1024,
             segment_age: Duration::from_secs(3600),
             flush_interval: Duration::from_millis(200),
+            linger: Duration::from_millis(2),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             kinesis: KinesisOptions::default(),
@@ -149,6 +155,12 @@ impl LogConfig {
         }
         if self.flush_interval.is_zero() || self.segment_age.is_zero() || self.initial_backoff.is_zero() {
             return invalid("flush interval, segment age and initial backoff must be positive".into());
+        }
+        if self.linger > self.flush_interval {
+            return invalid(format!(
+                "linger ({:?}) must not be longer than the flush interval ({:?})",
+                self.linger, self.flush_interval
+            ));
         }
         let kinesis = &self.kinesis;
         if !(1..=KINESIS_MAX_BATCH_RECORDS).contains(&kinesis.max_batch_records) {

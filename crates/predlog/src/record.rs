@@ -11,12 +11,17 @@ use crate::{Error, Result};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One answered prediction.
+///
+/// `S` is the type of the text fields: `String` (the default) for records read back or built to
+/// keep, `&str` for a borrowed view the predictor logs without copying its strings first. Both
+/// serialize to the same JSON. (Rust does not infer the default from a literal alone: write
+/// `let record: PredictionRecord = PredictionRecord { ride_id: "r1".into(), .. }`.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PredictionRecord {
+pub struct PredictionRecord<S = String> {
     /// The record's schema version, [`SCHEMA_VERSION`].
     pub schema: u32,
     /// The ride the prediction is for; empty when the client gave none.
-    pub ride_id: String,
+    pub ride_id: S,
     /// The ride's own time (ms since the Unix epoch) when the client gave one.
     pub event_time_ms: Option<i64>,
     /// When the predictor received the request (ms since the Unix epoch).
@@ -26,9 +31,9 @@ pub struct PredictionRecord {
     /// The predicted trip duration, in minutes.
     pub prediction: f64,
     /// The registered model's name (or the artifact's name when unregistered).
-    pub model_name: String,
+    pub model_name: S,
     /// The registered model version, e.g. `"3"`; empty for an unregistered artifact.
-    pub model_version: String,
+    pub model_version: S,
     /// Time spent serving the request, in microseconds.
     pub latency_us: u64,
 }
@@ -52,12 +57,68 @@ struct SchemaProbe {
     schema: u32,
 }
 
-impl PredictionRecord {
-    /// Encodes the record as one line of JSON (without the trailing newline).
+impl<S: AsRef<str>> PredictionRecord<S> {
+    /// Encodes the record as one line of JSON (without the trailing newline): byte for byte what
+    /// serde_json writes for the derived `Serialize`.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serializing plain structs of strings and numbers into a Vec cannot fail; non-finite floats
-        // become `null` (serde_json's behaviour), which `from_json` then rejects for `prediction`.
-        serde_json::to_vec(self).unwrap_or_default()
+        // Most records are 200–260 bytes: one allocation instead of growing from 128.
+        let mut out = Vec::with_capacity(320);
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends the record's JSON line (without the newline) to `out`.
+    ///
+    /// Written by hand because this runs once per prediction on the request path, where the
+    /// derived serializer's per-field dispatch cost more than the rest of the logging together;
+    /// keys and punctuation are constant text and every value is still written by serde_json, so
+    /// escaping and number formatting are serde_json's (non-finite floats become `null`). A test
+    /// checks the output against the derived `Serialize`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        fn value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+            // Writing numbers and strings into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        out.extend_from_slice(b"{\"schema\":");
+        value(out, &self.schema);
+        out.extend_from_slice(b",\"ride_id\":");
+        value(out, self.ride_id.as_ref());
+        out.extend_from_slice(b",\"event_time_ms\":");
+        value(out, &self.event_time_ms);
+        out.extend_from_slice(b",\"received_at_ms\":");
+        value(out, &self.received_at_ms);
+        out.extend_from_slice(b",\"features\":{\"PULocationID\":");
+        value(out, &self.features.pu_location_id);
+        out.extend_from_slice(b",\"DOLocationID\":");
+        value(out, &self.features.do_location_id);
+        out.extend_from_slice(b",\"trip_distance\":");
+        value(out, &self.features.trip_distance);
+        out.extend_from_slice(b"},\"prediction\":");
+        value(out, &self.prediction);
+        out.extend_from_slice(b",\"model_name\":");
+        value(out, self.model_name.as_ref());
+        out.extend_from_slice(b",\"model_version\":");
+        value(out, self.model_version.as_ref());
+        out.extend_from_slice(b",\"latency_us\":");
+        value(out, &self.latency_us);
+        out.push(b'}');
+    }
+}
+
+impl PredictionRecord {
+    /// The record as a borrowed view (serializes identically).
+    pub fn as_view(&self) -> PredictionRecord<&str> {
+        PredictionRecord {
+            schema: self.schema,
+            ride_id: &self.ride_id,
+            event_time_ms: self.event_time_ms,
+            received_at_ms: self.received_at_ms,
+            features: self.features,
+            prediction: self.prediction,
+            model_name: &self.model_name,
+            model_version: &self.model_version,
+            latency_us: self.latency_us,
+        }
     }
 
     /// Parses a record written by [`PredictionRecord::to_json`], rejecting other schema versions.
@@ -101,6 +162,27 @@ mod tests {
         assert_eq!(value["features"]["DOLocationID"], 151);
         assert_eq!(value["schema"], 1);
         assert_eq!(PredictionRecord::from_json(&json).expect("parse"), record());
+        assert_eq!(record().as_view().to_json(), json, "the borrowed view writes the same line");
+    }
+
+    #[test]
+    fn the_hand_written_line_is_what_serde_writes() {
+        let mut tricky = record();
+        tricky.ride_id = "quote\" back\\ nl\n tab\t ctl\u{1} é 🚕".into();
+        tricky.model_version = String::new();
+        tricky.event_time_ms = None;
+        tricky.prediction = f64::NAN;
+        tricky.features.trip_distance = 1e-7;
+        tricky.features.pu_location_id = -3;
+        tricky.latency_us = u64::MAX;
+        let mut odd = record();
+        odd.prediction = f64::INFINITY;
+        odd.features.trip_distance = 123456789.125;
+        odd.received_at_ms = i64::MIN;
+        for record in [record(), tricky, odd] {
+            let derived = serde_json::to_vec(&record).expect("serde");
+            assert_eq!(String::from_utf8(record.to_json()), String::from_utf8(derived));
+        }
     }
 
     #[test]

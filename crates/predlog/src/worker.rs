@@ -20,7 +20,6 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
 use crate::log::Shared;
-use crate::record::PredictionRecord;
 use crate::sink::{Encoded, Sink};
 use crate::spill::Spill;
 
@@ -78,7 +77,7 @@ struct Buffers {
     keyed: bool,
     max_record_bytes: usize,
     /// The previous inbox vector, swapped back in to keep its allocation.
-    spare: Vec<PredictionRecord>,
+    spare: Vec<Encoded>,
 }
 
 impl Buffers {
@@ -95,7 +94,6 @@ impl Buffers {
         let stats = &self.shared.stats;
         let mut encoded = Vec::with_capacity(taken.len());
         for record in taken.drain(..) {
-            let record = Encoded::new(&record, self.keyed);
             if record.size() > self.max_record_bytes {
                 error!(
                     bytes = record.size(),
@@ -223,6 +221,7 @@ pub(crate) struct Worker {
     control: Control,
     backoff: Backoff,
     sink_down: bool,
+    linger: Duration,
 }
 
 impl Worker {
@@ -250,6 +249,7 @@ impl Worker {
             control: Control { shared, shutdown, orphaned: false, deadline: None, tick },
             backoff: Backoff { initial: config.initial_backoff, max: config.max_backoff, attempt: 0 },
             sink_down: false,
+            linger: config.linger,
         }
     }
 
@@ -303,13 +303,29 @@ impl Worker {
         self.finish();
     }
 
-    /// Waits for new records, housekeeping or shutdown.
+    /// Waits for new records, housekeeping or shutdown. After the first new record it lingers, so
+    /// that a busy server's records leave in one write per linger rather than one per request
+    /// (each of which would also wake this task and a thread for it).
     async fn idle(&mut self) {
         let shared = self.control.shared.clone();
-        tokio::select! {
-            () = shared.notify.notified() => {}
-            _ = self.control.tick.tick() => self.buffers.spill.flush(),
-            changed = self.control.shutdown.changed(), if !self.control.orphaned => self.control.on_shutdown_change(changed),
+        let arrived = tokio::select! {
+            () = shared.notify.notified() => true,
+            _ = self.control.tick.tick() => {
+                self.buffers.spill.flush();
+                false
+            }
+            changed = self.control.shutdown.changed(), if !self.control.orphaned => {
+                self.control.on_shutdown_change(changed);
+                false
+            }
+        };
+        if arrived && !self.linger.is_zero() && !self.control.closing() {
+            tokio::select! {
+                () = tokio::time::sleep(self.linger) => {}
+                changed = self.control.shutdown.changed(), if !self.control.orphaned => {
+                    self.control.on_shutdown_change(changed);
+                }
+            }
         }
     }
 

@@ -30,8 +30,13 @@ async fn records_arrive_in_order_across_size_rotated_segments() {
     let log = PredictionLog::start(config).await.unwrap();
     const N: u64 = 20_000;
     let started = Instant::now();
-    for i in 0..N {
+    // The first half one by one, the second as requests of 100 borrowed records each.
+    for i in 0..N / 2 {
         log.log(record(i));
+    }
+    for start in (N / 2..N).step_by(100) {
+        let request: Vec<_> = (start..start + 100).map(record).collect();
+        log.log_all(request.iter().map(|record| record.as_view()));
     }
     let logging = started.elapsed();
     let counters = log.shutdown(Duration::from_secs(10)).await;
@@ -55,6 +60,9 @@ async fn records_arrive_in_order_across_size_rotated_segments() {
     // The log refuses (and counts) records after shutdown.
     log.log(record(N));
     assert_eq!(log.counters().dropped, 1);
+    let late = [record(N + 1), record(N + 2)];
+    log.log_all(late.iter().map(|record| record.as_view()));
+    assert_eq!(log.counters().dropped, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

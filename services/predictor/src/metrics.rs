@@ -328,26 +328,22 @@ impl Collector for ScrapeTime {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let swaps = ConstCounter::new(self.slot.swaps());
         swaps.encode(encoder.encode_descriptor(
-            "lightops_predictor_model_loads",
+            "model_loads",
             "Models put in service",
             None,
             swaps.metric_type(),
         )?)?;
         let refused = ConstCounter::new(self.slot.refused());
         refused.encode(encoder.encode_descriptor(
-            "lightops_predictor_model_refused",
+            "model_refused",
             "Candidate models refused (fetch failed, checksum mismatch, unservable)",
             None,
             refused.metric_type(),
         )?)?;
         if let Some(model) = self.slot.current() {
             let info = ConstGauge::new(1i64);
-            let mut family = encoder.encode_descriptor(
-                "lightops_predictor_model_info",
-                "The model serving now (value 1)",
-                None,
-                info.metric_type(),
-            )?;
+            let mut family =
+                encoder.encode_descriptor("model_info", "The model serving now (value 1)", None, info.metric_type())?;
             let labels =
                 ModelLabels { name: model.name.clone(), version: model.version.clone(), sha256: model.sha256.clone() };
             info.encode(family.encode_family(&labels)?)?;
@@ -356,7 +352,7 @@ impl Collector for ScrapeTime {
             let counters = log.counters();
             let records = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(
-                "lightops_predictor_log_records",
+                "log_records",
                 "Prediction-log records by state (dropped stays 0)",
                 None,
                 records.metric_type(),
@@ -371,21 +367,21 @@ impl Collector for ScrapeTime {
             }
             let errors = ConstCounter::new(counters.sink_errors);
             errors.encode(encoder.encode_descriptor(
-                "lightops_predictor_log_sink_errors",
+                "log_sink_errors",
                 "Failed attempts to write to the log sink",
                 None,
                 errors.metric_type(),
             )?)?;
             let depth = ConstGauge::new(counters.queue_depth as i64);
             depth.encode(encoder.encode_descriptor(
-                "lightops_predictor_log_queue_depth",
+                "log_queue_depth",
                 "Records waiting in memory",
                 None,
                 depth.metric_type(),
             )?)?;
             let backlog = ConstGauge::new(counters.spill_backlog as i64);
             backlog.encode(encoder.encode_descriptor(
-                "lightops_predictor_log_spill_backlog",
+                "log_spill_backlog",
                 "Records in the disk spill buffer not yet sent",
                 None,
                 backlog.metric_type(),

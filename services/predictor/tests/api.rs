@@ -295,8 +295,14 @@ async fn every_api_gives_the_model_library_prediction() {
 
     let (status, text) = http_get(format!("{}/metrics", server.url)).await;
     assert_eq!(status, 200);
-    assert!(text.contains("lightops_predictor_predictions_total{api=\"PredictBatch\"} 300"), "{text}");
-    assert!(text.contains("lightops_predictor_log_records_total{state=\"dropped\"} 0"), "{text}");
+    // Whole lines, named as documented in docs/predictor.md (prefix once).
+    let line = |want: &str| text.lines().any(|line| line == want);
+    assert!(line("lightops_predictor_predictions_total{api=\"PredictBatch\"} 300"), "{text}");
+    assert!(line("lightops_predictor_log_records_total{state=\"dropped\"} 0"), "{text}");
+    assert!(line("lightops_predictor_model_loads_total 1"), "{text}");
+    assert!(line("lightops_predictor_model_refused_total 0"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("lightops_predictor_model_info{") && l.ends_with("} 1")), "{text}");
+    assert!(line("lightops_predictor_log_spill_backlog 0"), "{text}");
     server.stop().await;
 
     // Every answered ride is in the prediction log: 50 + 300 + 300 + 300 + 300 + 40 + 1.

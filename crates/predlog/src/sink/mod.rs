@@ -6,7 +6,8 @@ pub(crate) mod local;
 use crate::config::KINESIS_MAX_RECORD_BYTES;
 use crate::record::PredictionRecord;
 
-/// A record serialized on the background task, ready for any sink or the spill.
+/// A record serialized by the caller of [`PredictionLog::log`](crate::PredictionLog::log), ready for
+/// any sink or the spill.
 #[derive(Debug, Clone)]
 pub(crate) struct Encoded {
     /// The record's JSON, without a trailing newline.
@@ -17,8 +18,8 @@ pub(crate) struct Encoded {
 
 impl Encoded {
     /// Serializes a record; `keyed` computes the Kinesis partition key.
-    pub fn new(record: &PredictionRecord, keyed: bool) -> Self {
-        Encoded::from_json(record.to_json(), &record.ride_id, keyed)
+    pub fn new<S: AsRef<str>>(record: &PredictionRecord<S>, keyed: bool) -> Self {
+        Encoded::from_json(record.to_json(), record.ride_id.as_ref(), keyed)
     }
 
     /// Wraps already serialized JSON (e.g. read back from the spill).
