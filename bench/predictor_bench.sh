@@ -5,11 +5,15 @@
 #
 #   cargo build --release -p lightops-cli -p lightops-loadgen
 #   pip install -r bench/reference/requirements-serve.txt   # + wrk (Debian: apt-get install wrk)
-#   bench/predictor_bench.sh [--duration 10s] [--warmup 2s] [--connections 16] [--flask-only | --lightops-only]
+#   bench/predictor_bench.sh [--duration 10s] [--warmup 2s] [--connections 16] [--rounds 3]
+#                            [--flask-only | --lightops-only]
 #
 # Prints a Markdown table: scenario, throughput (req/s, or predictions/s for streams), p50, p99,
-# errors, and for HTTP the lightops/Flask throughput ratio. Load generator and server share the
-# machine: on a small box the numbers measure both.
+# errors, and for HTTP the lightops/Flask throughput ratio; then what the prediction log costs per
+# scenario. The two lightops servers (log on the local sink, log off) run side by side and each
+# scenario alternates between them for --rounds rounds; the tables give the median round, so
+# a noisy neighbour slowing one run does not decide the comparison. Load generator and server
+# share the machine: on a small box the numbers measure both.
 #
 # Environment: LIGHTOPS (default target/release/lightops), LOADGEN (target/release/lightops-loadgen),
 # MODEL_ARTIFACT (skip training, serve this artifact), KEEP_WORKDIR=1 (keep logs and artifacts).
@@ -21,16 +25,18 @@ LOADGEN=${LOADGEN:-$ROOT/target/release/lightops-loadgen}
 DURATION=10s
 WARMUP=2s
 CONNECTIONS=16
+ROUNDS=3
 RUN_LIGHTOPS=1
 RUN_FLASK=1
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
     --connections) CONNECTIONS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     --flask-only) RUN_LIGHTOPS=0; shift ;;
     --lightops-only) RUN_FLASK=0; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -168,7 +174,7 @@ LIGHTOPS_PROBE=""
 FLASK_PROBE=""
 
 # --- lightops ---------------------------------------------------------------------------------
-run_lightops() { # run_lightops LABEL SINK_FLAGS...
+start_lightops() { # start_lightops LABEL SINK_FLAGS...: sets BASE_<LABEL>
   local label=$1 port pid base
   shift
   port=$(free_port)
@@ -178,18 +184,26 @@ run_lightops() { # run_lightops LABEL SINK_FLAGS...
   pid=$!
   PIDS+=("$pid")
   wait_ready "$base/readyz" "$pid" "lightops-$label"
-  LIGHTOPS_PROBE=$(probe "$base")
-  local server="lightops (log: $label)"
-  run_wrk "HTTP POST /predict (wrk)" "$server" "$base"
-  run_loadgen "gRPC Predict, unary" "$server" "$base" --mode unary
-  run_loadgen "gRPC PredictStream, batch 1" "$server" "$base" --mode stream --batch 1
-  run_loadgen "gRPC PredictStream, batch 100" "$server" "$base" --mode stream --batch 100
-  stop "$pid"
+  printf -v "BASE_$label" '%s' "$base"
 }
 
 if [[ $RUN_LIGHTOPS == 1 ]]; then
-  run_lightops local --log-dir "$WORK/predictions"
-  run_lightops none --log-sink none
+  start_lightops local --log-dir "$WORK/predictions"
+  start_lightops none --log-sink none
+  LIGHTOPS_PROBE=$(probe "$BASE_local")
+  for round in $(seq "$ROUNDS"); do
+    for label in local none; do
+      base=BASE_$label
+      server="lightops (log: $label)"
+      log "round $round/$ROUNDS, $server"
+      run_wrk "HTTP POST /predict (wrk)" "$server" "${!base}"
+      run_loadgen "gRPC Predict, unary" "$server" "${!base}" --mode unary
+      run_loadgen "gRPC PredictStream, batch 1" "$server" "${!base}" --mode stream --batch 1
+      run_loadgen "gRPC PredictStream, batch 100" "$server" "${!base}" --mode stream --batch 100
+    done
+  done
+  curl -sf "$BASE_local/metrics" | grep '^lightops_predictor_log_' >"$WORK/log-counters.txt" || true
+  log "prediction log counters after the runs: $(tr '\n' ' ' <"$WORK/log-counters.txt")"
 fi
 
 # --- the workshop's Flask service ------------------------------------------------------------
@@ -217,20 +231,42 @@ fi
 echo
 echo "Predictor benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores" \
   "($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //' || uname -m));" \
-  "$DURATION per scenario after a $WARMUP warm-up, $CONNECTIONS connections."
+  "$DURATION per scenario after a $WARMUP warm-up, $CONNECTIONS connections, median of $ROUNDS rounds alternating log on/off."
 echo
 python3 - "$RESULTS" <<'EOF'
 import sys
-rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
-flask = next((float(r[2]) for r in rows if r[1].startswith("Flask") and r[0].startswith("HTTP")), None)
-print("| scenario | server | throughput | p50 | p99 | errors | lightops/Flask |")
-print("|---|---|---:|---:|---:|---:|---:|")
-for scenario, server, throughput, unit, p50, p99, errors in rows:
+raw = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+# The median round per (scenario, server), in the order first seen.
+groups = {}
+for scenario, server, throughput, unit, p50, p99, errors in raw:
+    groups.setdefault((scenario, server), []).append((float(throughput), unit, float(p50), float(p99), int(errors)))
+rows = []
+for (scenario, server), runs in groups.items():
+    ordered = sorted(runs, key=lambda run: run[0])
+    throughput, unit, p50, p99, _ = ordered[len(ordered) // 2]
+    rows.append((scenario, server, throughput, unit, p50, p99, sum(run[4] for run in runs), len(runs)))
+rows.sort(key=lambda row: (row[1].startswith("Flask"), "none" in row[1]))
+flask = next((r[2] for r in rows if r[1].startswith("Flask") and r[0].startswith("HTTP")), None)
+print("| scenario | server | throughput (median) | p50 | p99 | errors | rounds | lightops/Flask |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for scenario, server, throughput, unit, p50, p99, errors, rounds in rows:
     ratio = ""
     if scenario.startswith("HTTP") and flask and not server.startswith("Flask"):
-        ratio = f"{float(throughput) / flask:.1f}x"
+        ratio = f"{throughput / flask:.1f}x"
     elif scenario.startswith("HTTP") and server.startswith("Flask"):
         ratio = "1.0x"
-    print(f"| {scenario} | {server} | {int(throughput):,} {unit} | {float(p50):.2f} ms | {float(p99):.2f} ms "
-          f"| {errors} | {ratio} |")
+    print(f"| {scenario} | {server} | {int(throughput):,} {unit} | {p50:.2f} ms | {p99:.2f} ms "
+          f"| {errors} | {rounds} | {ratio} |")
+on_label, off_label = "lightops (log: local)", "lightops (log: none)"
+medians = {(r[0], r[1]): r[2] for r in rows}
+costs = [s for s, server in groups if server == on_label and (s, off_label) in medians]
+if costs:
+    print()
+    print("| scenario | log on (median) | log off (median) | cost of the log | each round, on vs off |")
+    print("|---|---:|---:|---:|---|")
+    for scenario in costs:
+        on, off = medians[(scenario, on_label)], medians[(scenario, off_label)]
+        pairs = zip(groups[(scenario, on_label)], groups[(scenario, off_label)])
+        each = ", ".join(f"{a[0] / b[0] - 1:+.0%}" for a, b in pairs)
+        print(f"| {scenario} | {int(on):,} | {int(off):,} | {1 - on / off:.1%} | {each} |")
 EOF

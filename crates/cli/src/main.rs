@@ -19,6 +19,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: the services allocate small buffers on one thread
+/// and free them on another all the time (request bodies, h2 frames, prediction-log records),
+/// which glibc's malloc handled at ~13% of the predictor's CPU under load (see
+/// docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let _telemetry = init_logging(&args.command);

@@ -179,11 +179,11 @@ impl PredictionLog {
         I: IntoIterator<Item = PredictionRecord<S>>,
     {
         let shared = &self.inner.shared;
-        let mut encoded: Vec<Encoded> = records.into_iter().map(|record| Encoded::new(&record, shared.keyed)).collect();
-        let count = encoded.len() as u64;
-        if count == 0 {
-            return;
-        }
+        let mut encoded = records.into_iter().map(|record| Encoded::new(&record, shared.keyed));
+        // The common case is one record per request: no vector for it (an empty one does not allocate).
+        let Some(first) = encoded.next() else { return };
+        let mut rest: Vec<Encoded> = encoded.collect();
+        let count = 1 + rest.len() as u64;
         let mut inbox = shared.inbox();
         if inbox.closed {
             drop(inbox);
@@ -196,7 +196,8 @@ impl PredictionLog {
         shared.stats.queued.fetch_add(count, Relaxed);
         shared.stats.memory.fetch_add(count, Relaxed);
         let was_empty = inbox.records.is_empty();
-        inbox.records.append(&mut encoded);
+        inbox.records.push(first);
+        inbox.records.append(&mut rest);
         drop(inbox);
         if was_empty {
             shared.notify.notify_one();
