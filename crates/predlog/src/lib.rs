@@ -5,9 +5,9 @@
 //! Kinesis data stream ([`SinkTarget`]) — without ever blocking the prediction and without losing
 //! records:
 //!
-//! - [`PredictionLog::log`] only moves the record into an in-memory queue; serialization and I/O
-//!   happen on the background task.
-//! - When the sink is down or slow, or the queue holds [`LogConfig::queue_capacity`] records,
+//! - [`PredictionLog::log`] serializes the record and moves it into an in-memory queue; I/O
+//!   happens on the background task.
+//! - When the sink is down or slow, or (Kinesis) the queue holds [`LogConfig::queue_capacity`] records,
 //!   records go to an append-only spill directory on local disk, and are sent from there, in
 //!   order, once the sink takes them again. Records left in the spill by a previous run are sent
 //!   first on [`PredictionLog::start`].

@@ -73,7 +73,10 @@ struct Buffers {
     spill: Spill,
     /// Encoded records waiting in memory (only while the spill is empty).
     pending: VecDeque<Encoded>,
-    capacity: usize,
+    /// Records held in memory before the rest goes to the spill; `None` for the local sink, which
+    /// writes to local disk itself: spilling to another local file would double the I/O exactly
+    /// when the disk is busiest, so it takes larger writes instead.
+    capacity: Option<usize>,
     keyed: bool,
     max_record_bytes: usize,
     /// The previous inbox vector, swapped back in to keep its allocation.
@@ -112,7 +115,7 @@ impl Buffers {
             return;
         }
         self.pending.extend(encoded);
-        if self.pending.len() >= self.capacity {
+        if self.capacity.is_some_and(|capacity| self.pending.len() >= capacity) {
             debug!(records = self.pending.len(), "prediction log queue full; spilling");
             self.spill_pending();
         }
@@ -238,7 +241,7 @@ impl Worker {
             shared: shared.clone(),
             spill,
             pending: VecDeque::new(),
-            capacity: config.queue_capacity,
+            capacity: (!sink.is_local()).then_some(config.queue_capacity),
             keyed: sink.keyed(),
             max_record_bytes: sink.max_record_bytes(),
             spare: Vec::new(),

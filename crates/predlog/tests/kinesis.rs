@@ -56,6 +56,35 @@ async fn every_record_reaches_the_stream_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_goes_through_the_spill_exactly_once() {
+    let Some((_moto, addr)) = start_moto() else { return };
+    let client = kinesis_client(addr);
+    create_stream(&client, "full", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config("full", dir.path());
+    // Every drain finds the queue "full": what is not in flight takes the spill path.
+    config.queue_capacity = 1;
+    let log = PredictionLog::start_with_kinesis_client(config, client.clone()).await.unwrap();
+    const N: u64 = 3_000;
+    for i in 0..N {
+        log.log(record(i));
+    }
+    wait_until("all records sent", Duration::from_secs(30), || log.counters().sent == N).await;
+    let counters = log.shutdown(Duration::from_secs(5)).await;
+    eprintln!("counters {counters:?}");
+    assert_eq!((counters.dropped, counters.spill_backlog), (0, 0));
+    assert!(counters.spilled > 0, "records went through the spill: {counters:?}");
+    let (records, _) = read_stream(&client, "full").await;
+    assert_exactly_once(&records, N);
+    let spill_left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("spill-"))
+        .collect();
+    assert!(spill_left.is_empty(), "sent spill segments are deleted: {spill_left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_spills_and_recovers_without_loss_or_duplicates() {
     let Some((_moto, addr)) = start_moto() else { return };
     let client = kinesis_client(addr);

@@ -71,9 +71,16 @@ impl Sink {
     /// The most records and bytes ([`Encoded::size`]) one batch may hold.
     pub fn batch_limits(&self) -> (usize, usize) {
         match self {
-            Sink::Local(_) => (8192, 8 * 1024 * 1024),
+            // Everything pending in one write, up to 64 MiB (what accumulates while the task waits
+            // for a core under a heavy load).
+            Sink::Local(_) => (usize::MAX, 64 * 1024 * 1024),
             Sink::Kinesis(sink) => sink.batch_limits(),
         }
+    }
+
+    /// Whether the sink is the local directory.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Sink::Local(_))
     }
 
     /// Whether records need a partition key.
