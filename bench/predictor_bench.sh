@@ -200,6 +200,8 @@ if [[ $RUN_LIGHTOPS == 1 ]]; then
       run_loadgen "gRPC Predict, unary" "$server" "${!base}" --mode unary
       run_loadgen "gRPC PredictStream, batch 1" "$server" "${!base}" --mode stream --batch 1
       run_loadgen "gRPC PredictStream, batch 100" "$server" "${!base}" --mode stream --batch 100
+      # A round writes gigabytes of log: closed segments go (the server never touches them again).
+      rm -f "$WORK"/predictions/predictions-*.jsonl
     done
   done
   curl -sf "$BASE_local/metrics" | grep '^lightops_predictor_log_' >"$WORK/log-counters.txt" || true
