@@ -153,8 +153,10 @@ impl PredictionLog {
         let target = sink.describe();
         let worker = Worker::new(&config, sink, spill, shared.clone(), shutdown_rx);
         // The background task gets a thread (and a small runtime) of its own rather than a task
-        // among the request handlers: its file writes and fsyncs block, and should not hold one
-        // of the runtime's few threads while requests wait; the OS schedules it like any thread.
+        // among the request handlers: under a heavy load the runtime's threads are always busy
+        // and a task there was polled too rarely to keep up (the queue grew by gigabytes in a
+        // benchmark); a thread gets its share of the CPU from the OS. Its blocking writes also
+        // stay off the request threads.
         let (done, handle) = oneshot::channel();
         std::thread::Builder::new()
             .name("prediction-log".into())
