@@ -1,7 +1,7 @@
 //! The prediction log of the predictor service.
 //!
 //! Every answered prediction becomes one [`PredictionRecord`] (JSON, schema [`SCHEMA_VERSION`]),
-//! shipped by a background task (on a thread of its own) to a sink — JSON-lines segment files in a local directory or a
+//! shipped by a background task to a sink — JSON-lines segment files in a local directory or a
 //! Kinesis data stream ([`SinkTarget`]) — without ever blocking the prediction and without losing
 //! records:
 //!
