@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
@@ -88,8 +89,7 @@ struct Inner {
     shared: Arc<Shared>,
     target: String,
     shutdown: watch::Sender<Option<Instant>>,
-    /// Completes when the background thread is done (an error: it panicked).
-    worker: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    worker: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for PredictionLog {
@@ -152,22 +152,7 @@ impl PredictionLog {
         let (shutdown, shutdown_rx) = watch::channel(None);
         let target = sink.describe();
         let worker = Worker::new(&config, sink, spill, shared.clone(), shutdown_rx);
-        // The background task gets a thread (and a small runtime) of its own rather than a task
-        // among the request handlers: under a heavy load the runtime's threads are always busy
-        // and a task there was polled too rarely to keep up (the queue grew by gigabytes in a
-        // benchmark); a thread gets its share of the CPU from the OS. Its blocking writes also
-        // stay off the request threads.
-        let (done, handle) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("prediction-log".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => runtime.block_on(worker.run()),
-                    Err(error) => error!(%error, "cannot start the prediction log's runtime"),
-                }
-                let _ = done.send(());
-            })
-            .map_err(|error| Error::Startup(format!("starting the prediction log thread: {error}")))?;
+        let handle = tokio::spawn(worker.run());
         Ok(PredictionLog {
             inner: Arc::new(Inner { shared, target, shutdown, worker: tokio::sync::Mutex::new(Some(handle)) }),
         })
@@ -245,8 +230,8 @@ impl PredictionLog {
             inner.shared.inbox().closed = true;
             inner.shared.notify.notify_one();
             inner.shutdown.send_replace(Some(Instant::now() + deadline));
-            if handle.await.is_err() {
-                error!(target = inner.target, "prediction log thread failed");
+            if let Err(error) = handle.await {
+                error!(target = inner.target, %error, "prediction log task failed");
             }
         }
         self.counters()
