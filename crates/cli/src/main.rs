@@ -28,6 +28,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    if matches!(
+        args.command,
+        cli::Command::Train(_)
+            | cli::Command::Models(_)
+            | cli::Command::Runs(_)
+            | cli::Command::Jobs(_)
+            | cli::Command::Monitor(_)
+            | cli::Command::Drift(_)
+    ) {
+        // One-shot commands behave like other Unix tools when the reader goes away
+        // (`lightops runs list | head -1`): quietly stopped by SIGPIPE, not a panic on the next
+        // print. Services and the demo keep Rust's default (a failed write is an error they
+        // handle) so that a closed stdout never stops a server.
+        sigpipe::reset();
+    }
     let _telemetry = init_logging(&args.command);
     let result = match args.command {
         cli::Command::Train(train) => train::run(&args.global, train),

@@ -25,6 +25,19 @@ fn drift_of_tlc_files_against_the_artifact_reference() {
     let artifact = trained["artifact"].as_str().expect("artifact");
     let covid = common::root().join("samples/green_sample_2020-06.csv.gz").display().to_string();
     let report = json_of(&lightops(home.path(), &["drift", "--reference", artifact, "--current", &covid, "--json"]));
+
+    // A reader that goes away (`lightops drift … | head -1`) stops it quietly, without a panic.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lightops"))
+        .args(["drift", "--reference", artifact, "--current", &covid])
+        .env("LIGHTOPS_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lightops drift");
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert!(!stderr.contains("panicked") && closed.status.code() != Some(101), "{:?}: {stderr}", closed.status);
     for key in ["rows", "dataset_drift", "drift_share", "drifted_columns", "columns"] {
         assert!(report.get(key).is_some(), "{key} missing from {report}");
     }
