@@ -41,6 +41,8 @@ pub struct Stack {
     /// Monitor URL.
     pub monitor: String,
     stop: tokio::sync::watch::Sender<bool>,
+    /// The registry stops last: the others follow it until they stop.
+    stop_registry: tokio::sync::watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
@@ -65,6 +67,7 @@ impl Stack {
         std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
         let home = std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf());
         let (stop, rx) = tokio::sync::watch::channel(false);
+        let (stop_registry, registry_rx) = tokio::sync::watch::channel(false);
         let (registry_listener, registry) = bind(ports.registry, "registry").await?;
         let (trainer_listener, trainer) = bind(ports.trainer, "trainer").await?;
         let (predictor_listener, predictor) = bind(ports.predictor, "predictor").await?;
@@ -76,11 +79,16 @@ impl Stack {
             store_url: format!("sqlite://{}", path("registry.db").display()),
             artifact_root: path("artifacts").display().to_string(),
         };
-        let shutdown = stopped(&rx);
+        let shutdown = stopped(&registry_rx);
         tasks.push((
             "registry",
             tokio::spawn(async move { Ok(lightops_registry::serve(config, registry_listener, shutdown).await?) }),
         ));
+        // The others follow the registry: start them once its store is open, so that their first
+        // attempt works instead of logging a warning and retrying.
+        if !lightops_runtime::wait_serving(&registry, Duration::from_secs(30)).await {
+            tracing::warn!(registry, "the registry is not serving after 30 s; starting the others anyway");
+        }
 
         let config = lightops_trainer::Config {
             registry_url: registry.clone(),
@@ -148,13 +156,19 @@ impl Stack {
                 async move { Ok(lightops_monitor::serve(config, references, monitor_listener, shutdown).await?) },
             ),
         ));
-        Ok(Self { registry, trainer, predictor, monitor, stop, tasks })
+        Ok(Self { registry, trainer, predictor, monitor, stop, stop_registry, tasks })
     }
 
     /// Stops every service and waits for them (the predictor flushes its log).
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        for (name, task) in self.tasks {
+        // The registry's task is first in the list: it is told to stop once the others have.
+        let mut tasks = self.tasks;
+        tasks.rotate_left(1);
+        for (name, task) in tasks {
+            if name == "registry" {
+                let _ = self.stop_registry.send(true);
+            }
             match tokio::time::timeout(Duration::from_secs(30), task).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(error))) => anyhow::bail!("{name}: {error:#}"),

@@ -39,3 +39,25 @@ pub fn reflection(
         .fold(builder, |builder, name| builder.with_service_name(*name))
         .build_v1()
 }
+
+/// Waits until the gRPC server at `url` (`http://host:port`) reports SERVING on grpc.health.v1
+/// (the server as a whole), polling every 20 ms; false if `timeout` passes first. For in-process
+/// stacks that start a client service only once the server it depends on is ready.
+pub async fn wait_serving(url: &str, timeout: std::time::Duration) -> bool {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let deadline = tokio::time::Instant::now() + timeout;
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else { return false };
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(channel) = endpoint.connect().await {
+            let mut client = HealthClient::new(channel);
+            if let Ok(answer) = client.check(HealthCheckRequest { service: String::new() }).await
+                && answer.into_inner().status == ServingStatus::Serving as i32
+            {
+                return true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

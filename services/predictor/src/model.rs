@@ -226,7 +226,11 @@ async fn watch_registry(uri: &str, registry_url: &str, slot: &ModelSlot, backoff
         };
         backoff.reset();
         let Some(version) = event.version else {
-            tracing::warn!(uri, "the URI resolves to no version now; the current model keeps serving");
+            if slot.current().is_some() {
+                tracing::warn!(uri, "the URI resolves to no version now; the current model keeps serving");
+            } else {
+                tracing::info!(uri, "the URI resolves to no version yet; waiting for one");
+            }
             continue;
         };
         let current = slot.current();

@@ -270,7 +270,9 @@ pub fn init(service: &str) -> Guard {
 /// global OTel providers; a second call logs a warning and leaves the first subscriber in place.
 pub fn init_with(config: TelemetryConfig) -> Guard {
     let log_filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(log_filter);
+    // Colours only on a terminal: not in files, pipes or `kubectl logs`.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(log_filter);
     let mut warnings = config.warnings.clone();
     let export = match &config.otlp_endpoint {
         Some(endpoint) => match start_export(&config, endpoint) {
