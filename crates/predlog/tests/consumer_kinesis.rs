@@ -43,22 +43,6 @@ fn ride_key(i: u64) -> String {
     record(i).ride_id
 }
 
-/// Reads batches of at most `max` records until `n` records were read (panics after `timeout`).
-async fn read(source: &mut LogSource, n: usize, max: usize, timeout: Duration) -> Vec<Batch> {
-    let deadline = Instant::now() + timeout;
-    let mut batches = Vec::new();
-    let mut total = 0;
-    while total < n {
-        assert!(Instant::now() < deadline, "timed out after {total} of {n} records");
-        if let Some(batch) = source.next_batch(max, Duration::from_millis(100)).await.unwrap() {
-            assert!(!batch.records.is_empty() && batch.records.len() <= max);
-            total += batch.records.len();
-            batches.push(batch);
-        }
-    }
-    batches
-}
-
 /// Reads until nothing new arrives for `quiet`.
 async fn read_until_quiet(source: &mut LogSource, quiet: Duration, timeout: Duration) -> Vec<Batch> {
     let deadline = Instant::now() + timeout;
@@ -141,7 +125,7 @@ async fn reads_every_record_once_across_shards_and_resumes_after_a_checkpoint() 
     let started = Instant::now();
     let mut source =
         LogSource::open_kinesis_with_client("predictions", client.clone(), Position::default()).await.unwrap();
-    let before = read(&mut source, 1_200, 200, Duration::from_secs(20)).await;
+    let before = common::read_batches(&mut source, 1_200, 200, Duration::from_secs(20)).await;
     let checkpoint = serde_json::to_string(&before.last().unwrap().position).unwrap();
     eprintln!("checkpoint after {} records ({:?}): {checkpoint}", count(&before), started.elapsed());
     assert!(checkpoint.starts_with(r#"{"kinesis":{"stream":"predictions","shards":{"shardId-"#), "{checkpoint}");
@@ -156,7 +140,8 @@ async fn reads_every_record_once_across_shards_and_resumes_after_a_checkpoint() 
         LogSource::open_kinesis_with_client("predictions", client.clone(), serde_json::from_str(&checkpoint).unwrap())
             .await
             .unwrap();
-    let after = read(&mut source, (N + 1_000) as usize - count(&before), 500, Duration::from_secs(20)).await;
+    let after =
+        common::read_batches(&mut source, (N + 1_000) as usize - count(&before), 500, Duration::from_secs(20)).await;
     eprintln!("restart read the remaining {} records in {:?}", count(&after), started.elapsed());
     assert!(source.next_batch(500, Duration::from_millis(500)).await.unwrap().is_none(), "nothing more");
 
@@ -202,7 +187,7 @@ async fn a_split_on_stock_moto_reads_every_record_once() {
     create_stream(&client, "predictions", 2).await;
     put(&client, "predictions", 0..1_000, ride_key).await;
     let mut source = open(&client, "predictions", Position::default()).await;
-    let before = read(&mut source, 400, 100, Duration::from_secs(20)).await;
+    let before = common::read_batches(&mut source, 400, 100, Duration::from_secs(20)).await;
     let checkpoint = before.last().unwrap().position.clone();
     drop(source);
 
@@ -217,7 +202,7 @@ async fn a_split_on_stock_moto_reads_every_record_once() {
     put(&client, "predictions", 1_000..2_000, ride_key).await;
     let started = Instant::now();
     let mut source = open(&client, "predictions", checkpoint).await;
-    let after = read(&mut source, 2_000 - count(&before), 500, Duration::from_secs(20)).await;
+    let after = common::read_batches(&mut source, 2_000 - count(&before), 500, Duration::from_secs(20)).await;
     assert!(source.next_batch(500, Duration::from_millis(800)).await.unwrap().is_none(), "nothing more");
     eprintln!("read the rest across the split in {:?}", started.elapsed());
     let all: Vec<Batch> = before.into_iter().chain(after).collect();
@@ -368,11 +353,11 @@ async fn resharding_reads_every_record_once_and_parents_before_children() {
     let started = Instant::now();
     put(&client, "predictions", 0..1_000, key).await;
     let mut source = open(&client, "predictions", Position::default()).await;
-    let mut batches = read(&mut source, 300, 100, Duration::from_secs(20)).await;
+    let mut batches = common::read_batches(&mut source, 300, 100, Duration::from_secs(20)).await;
 
     reshard(4).await; // splits both shards
     put(&client, "predictions", 1_000..2_000, key).await;
-    batches.extend(read(&mut source, 1_300 - count(&batches), 100, Duration::from_secs(20)).await);
+    batches.extend(common::read_batches(&mut source, 1_300 - count(&batches), 100, Duration::from_secs(20)).await);
     let checkpoint = batches.last().unwrap().position.clone();
     eprintln!("checkpoint after {} records: {}", count(&batches), serde_json::to_string(&checkpoint).unwrap());
     drop(source);
@@ -380,7 +365,7 @@ async fn resharding_reads_every_record_once_and_parents_before_children() {
     reshard(2).await; // merges the four children pairwise
     put(&client, "predictions", 2_000..3_000, key).await;
     let mut source = open(&client, "predictions", checkpoint).await;
-    batches.extend(read(&mut source, 3_000 - count(&batches), 500, Duration::from_secs(20)).await);
+    batches.extend(common::read_batches(&mut source, 3_000 - count(&batches), 500, Duration::from_secs(20)).await);
     assert!(source.next_batch(500, Duration::from_millis(800)).await.unwrap().is_none(), "nothing more");
     eprintln!("read 3000 records across a split and a merge in {:?}", started.elapsed());
 

@@ -11,20 +11,10 @@ use std::time::{Duration, Instant};
 use common::record;
 use lightops_predlog::{Batch, LogConfig, LogSource, Position, PredictionLog, SinkTarget, SourceError, SourceTarget};
 
-/// Reads batches of at most `max` records until `n` records were read in all (panics after `timeout`), then checks that
+/// Reads `n` records in batches of at most `max` (panics after `timeout`), then checks that
 /// nothing more comes.
 async fn read(source: &mut LogSource, n: usize, max: usize, timeout: Duration) -> Vec<Batch> {
-    let deadline = Instant::now() + timeout;
-    let mut batches = Vec::new();
-    let mut total = 0;
-    while total < n {
-        assert!(Instant::now() < deadline, "timed out after {total} of {n} records");
-        if let Some(batch) = source.next_batch(max, Duration::from_millis(100)).await.unwrap() {
-            assert!(!batch.records.is_empty() && batch.records.len() <= max);
-            total += batch.records.len();
-            batches.push(batch);
-        }
-    }
+    let batches = common::read_batches(source, n, max, timeout).await;
     assert!(source.next_batch(300, Duration::from_millis(200)).await.unwrap().is_none(), "nothing more");
     batches
 }

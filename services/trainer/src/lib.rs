@@ -56,10 +56,7 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use lightops_client::now_ms;
 
 /// Serves the trainer on `listener` until `shutdown` completes. With `kube`, jobs can run on
 /// the cluster, and Jobs a previous trainer started are adopted first.

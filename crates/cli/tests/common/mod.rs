@@ -70,22 +70,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// Polls grpc.health.v1 until the overall status is SERVING.
 pub fn wait_serving(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    runtime().block_on(async {
-        loop {
-            if let Ok(channel) = tonic::transport::Channel::from_shared(url.to_owned()).expect("url").connect().await {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-                if let Ok(reply) = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await
-                    && reply.into_inner().status == serving
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "service at {url} never became SERVING");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    });
+    let serving = runtime().block_on(lightops_runtime::wait_serving(url, Duration::from_secs(20)));
+    assert!(serving, "service at {url} never became SERVING");
 }
 
 pub fn lightops(home: &Path, args: &[&str]) -> Output {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
-use lightops_predlog::{PredictionRecord, RideFeatures, SCHEMA_VERSION};
+use lightops_predlog::{Batch, LogSource, PredictionRecord, RideFeatures, SCHEMA_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -238,4 +238,21 @@ async fn pipe(mut client: TcpStream, mut server: TcpStream, up: Arc<AtomicBool>)
             }
         }
     }
+}
+
+/// Reads batches of at most `max` records from `source` until `n` records were read in all
+/// (panics after `timeout`).
+pub async fn read_batches(source: &mut LogSource, n: usize, max: usize, timeout: Duration) -> Vec<Batch> {
+    let deadline = Instant::now() + timeout;
+    let mut batches = Vec::new();
+    let mut total = 0;
+    while total < n {
+        assert!(Instant::now() < deadline, "timed out after {total} of {n} records");
+        if let Some(batch) = source.next_batch(max, Duration::from_millis(100)).await.unwrap() {
+            assert!(!batch.records.is_empty() && batch.records.len() <= max);
+            total += batch.records.len();
+            batches.push(batch);
+        }
+    }
+    batches
 }
