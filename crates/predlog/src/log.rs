@@ -52,7 +52,8 @@ pub struct Counters {
 /// The hand-off between [`PredictionLog::log`] and the background task.
 pub(crate) struct Inbox {
     /// Records already serialized by the callers (so that the work is spread over their threads
-    /// rather than queued on the one background task).
+    /// rather than queued on the one background task): a chunk per record for Kinesis, one
+    /// growing chunk of lines for the local sink.
     pub records: Vec<Encoded>,
     /// Set by shutdown; checked under the lock so no record slips in after the last drain.
     pub closed: bool,
@@ -179,11 +180,51 @@ impl PredictionLog {
         I: IntoIterator<Item = PredictionRecord<S>>,
     {
         let shared = &self.inner.shared;
-        let mut encoded = records.into_iter().map(|record| Encoded::new(&record, shared.keyed));
-        // The common case is one record per request: no vector for it (an empty one does not allocate).
-        let Some(first) = encoded.next() else { return };
-        let mut rest: Vec<Encoded> = encoded.collect();
-        let count = 1 + rest.len() as u64;
+        if shared.keyed {
+            // Kinesis takes records one by one: a chunk (and partition key) each.
+            let mut encoded = records.into_iter().map(|record| Encoded::new(&record, true));
+            // The common case is one record per request: no vector for it (an empty one does not allocate).
+            let Some(first) = encoded.next() else { return };
+            let mut rest: Vec<Encoded> = encoded.collect();
+            self.enqueue(1 + rest.len(), |inbox| {
+                inbox.push(first);
+                inbox.append(&mut rest);
+            });
+            return;
+        }
+        // The local sink takes lines: encode them into this thread's scratch buffer, outside the
+        // lock, then append them to the inbox's last chunk. No allocation per record or request.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Encoded> = std::cell::RefCell::default();
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.lines.clear();
+            scratch.count = 0;
+            for record in records {
+                scratch.push(&record);
+            }
+            if scratch.count == 0 {
+                return;
+            }
+            self.enqueue(scratch.count, |inbox| match inbox.last_mut() {
+                Some(chunk) => {
+                    chunk.lines.extend_from_slice(&scratch.lines);
+                    chunk.count += scratch.count;
+                }
+                None => inbox.push(scratch.clone()),
+            });
+            // A request with a huge batch should not keep its memory on this thread.
+            if scratch.lines.capacity() > 1 << 20 {
+                *scratch = Encoded::default();
+            }
+        });
+    }
+
+    /// Adds `count` records to the inbox with `add`, under its lock, and wakes the background task
+    /// if it was empty; after shutdown they are dropped (and counted) instead.
+    fn enqueue(&self, count: usize, add: impl FnOnce(&mut Vec<Encoded>)) {
+        let shared = &self.inner.shared;
+        let count = count as u64;
         let mut inbox = shared.inbox();
         if inbox.closed {
             drop(inbox);
@@ -195,9 +236,9 @@ impl PredictionLog {
         }
         shared.stats.queued.fetch_add(count, Relaxed);
         shared.stats.memory.fetch_add(count, Relaxed);
-        let was_empty = inbox.records.is_empty();
-        inbox.records.push(first);
-        inbox.records.append(&mut rest);
+        // The local sink's inbox may hold an empty chunk, handed back for reuse.
+        let was_empty = inbox.records.first().is_none_or(|chunk| chunk.count == 0);
+        add(&mut inbox.records);
         drop(inbox);
         if was_empty {
             shared.notify.notify_one();

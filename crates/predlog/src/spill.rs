@@ -19,7 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::KINESIS_MAX_RECORD_BYTES;
 use crate::record::PredictionRecord;
-use crate::sink::Encoded;
+use crate::sink::{Encoded, record_count};
 use crate::{Error, Result, Stats, blocking, sync_dir};
 
 /// A spill segment is closed (fsync) and a new one started past this size.
@@ -162,10 +162,9 @@ impl Spill {
     }
 
     fn lines(records: &[Encoded]) -> Vec<u8> {
-        let mut buffer = Vec::with_capacity(records.iter().map(|r| r.json.len() + 1).sum());
-        for record in records {
-            buffer.extend_from_slice(&record.json);
-            buffer.push(b'\n');
+        let mut buffer = Vec::with_capacity(records.iter().map(|chunk| chunk.lines.len()).sum());
+        for chunk in records {
+            buffer.extend_from_slice(&chunk.lines);
         }
         buffer
     }
@@ -202,7 +201,7 @@ impl Spill {
         }
         segment.len += buffer.len() as u64;
         self.unsynced = true;
-        self.stats.backlog.fetch_add(records.len() as u64, Relaxed);
+        self.stats.backlog.fetch_add(record_count(records) as u64, Relaxed);
         Ok(())
     }
 
@@ -228,7 +227,7 @@ impl Spill {
         segment.len = buffer.len() as u64;
         self.segments.push_front(segment);
         if !counted {
-            self.stats.backlog.fetch_add(records.len() as u64, Relaxed);
+            self.stats.backlog.fetch_add(record_count(records) as u64, Relaxed);
         }
         Ok(())
     }
@@ -271,14 +270,17 @@ impl Spill {
                 return Ok(None);
             }
             let base = front.consumed;
-            let mut records = Vec::new();
+            // Keyed records stay one per chunk (Kinesis entries); unkeyed lines are merged into
+            // one chunk, which the local sink writes at once.
+            let mut records: Vec<Encoded> = Vec::new();
+            let mut taken = 0;
             let mut bytes = 0;
             let mut pos = 0;
-            while records.len() < max_records {
+            while taken < max_records {
                 let Some(newline) = data[pos..].iter().position(|b| *b == b'\n') else { break };
                 let line = &data[pos..pos + newline];
                 let parsed = PredictionRecord::from_json(line).map_err(|e| e.to_string()).and_then(|record| {
-                    let encoded = Encoded::from_json(line.to_vec(), &record.ride_id, keyed);
+                    let encoded = Encoded::from_json(line, &record.ride_id, keyed);
                     if encoded.size() > max_record {
                         return Err(format!("record of {} bytes is too large for the sink", encoded.size()));
                     }
@@ -286,13 +288,20 @@ impl Spill {
                 });
                 match parsed {
                     Ok(encoded) => {
-                        if !records.is_empty() && bytes + encoded.size() > max_bytes {
+                        if taken > 0 && bytes + encoded.size() > max_bytes {
                             break;
                         }
                         bytes += encoded.size();
-                        records.push(encoded);
+                        taken += 1;
+                        match records.last_mut() {
+                            Some(chunk) if !keyed => {
+                                chunk.lines.extend_from_slice(&encoded.lines);
+                                chunk.count += 1;
+                            }
+                            _ => records.push(encoded),
+                        }
                     }
-                    Err(error) if records.is_empty() => {
+                    Err(error) if taken == 0 => {
                         // Skipped lines before the batch are consumed at once.
                         warn!(segment = front.name, offset = base + pos as u64, error, "skipping a corrupt spill line");
                         front.consumed = base + (pos + newline + 1) as u64;

@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
 use crate::log::Shared;
-use crate::sink::{Encoded, Sink};
+use crate::sink::{Encoded, Sink, record_count};
 use crate::spill::Spill;
 
 /// How long the task keeps going when every handle was dropped without a shutdown.
@@ -35,7 +35,7 @@ enum Origin {
 }
 
 struct Batch {
-    /// Records still to send (the failed entries after a partial failure).
+    /// Chunks of records still to send (the failed entries after a partial failure).
     records: Vec<Encoded>,
     origin: Origin,
     /// Records of the batch already acknowledged.
@@ -73,6 +73,9 @@ struct Buffers {
     spill: Spill,
     /// Encoded records waiting in memory (only while the spill is empty).
     pending: VecDeque<Encoded>,
+    /// A written chunk's buffer, put back in the inbox for the callers to fill again (local sink),
+    /// so that its memory is reused rather than allocated and faulted in anew for every batch.
+    recycled: Vec<u8>,
     /// Records held in memory before the rest goes to the spill; `None` for the local sink, which
     /// writes to local disk itself: spilling to another local file would double the I/O exactly
     /// when the disk is busiest, so it takes larger writes instead.
@@ -83,13 +86,21 @@ struct Buffers {
     spare: Vec<Encoded>,
 }
 
+/// The largest chunk buffer kept for reuse: what a busy server's callers fill in a linger or two.
+const RECYCLE_MAX_BYTES: usize = 8 * 1024 * 1024;
+
 impl Buffers {
     /// Takes everything from the inbox: into `pending`, or the spill when it is not empty, when
     /// memory holds `capacity` records, or when `spill_all` (shutdown past its deadline).
     fn drain(&mut self, spill_all: bool) {
+        if !self.keyed && self.spare.is_empty() {
+            // The callers append to the inbox's last chunk: give them an empty one with memory.
+            let lines = std::mem::take(&mut self.recycled);
+            self.spare.push(Encoded { lines, count: 0, key: String::new() });
+        }
         let mut taken = {
             let mut inbox = self.shared.inbox();
-            if inbox.records.is_empty() {
+            if inbox.records.first().is_none_or(|chunk| chunk.count == 0) {
                 return;
             }
             std::mem::replace(&mut inbox.records, std::mem::take(&mut self.spare))
@@ -97,14 +108,18 @@ impl Buffers {
         let stats = &self.shared.stats;
         let mut encoded = Vec::with_capacity(taken.len());
         for record in taken.drain(..) {
+            if record.count == 0 {
+                continue;
+            }
+            // Only keyed (one-record) chunks have a limit.
             if record.size() > self.max_record_bytes {
                 error!(
                     bytes = record.size(),
                     limit = self.max_record_bytes,
                     "prediction record too large for the sink; dropped"
                 );
-                stats.dropped.fetch_add(1, Relaxed);
-                stats.memory.fetch_sub(1, Relaxed);
+                stats.dropped.fetch_add(record.count as u64, Relaxed);
+                stats.memory.fetch_sub(record.count as u64, Relaxed);
                 continue;
             }
             encoded.push(record);
@@ -115,8 +130,9 @@ impl Buffers {
             return;
         }
         self.pending.extend(encoded);
-        if self.capacity.is_some_and(|capacity| self.pending.len() >= capacity) {
-            debug!(records = self.pending.len(), "prediction log queue full; spilling");
+        let in_memory = stats.memory.load(Relaxed);
+        if self.capacity.is_some_and(|capacity| in_memory >= capacity as u64) {
+            debug!(records = in_memory, "prediction log queue full; spilling");
             self.spill_pending();
         }
     }
@@ -127,7 +143,7 @@ impl Buffers {
             return;
         }
         let stats = &self.shared.stats;
-        let count = records.len() as u64;
+        let count = record_count(records) as u64;
         match self.spill.append(records) {
             Ok(()) => {
                 stats.spilled.fetch_add(count, Relaxed);
@@ -143,6 +159,20 @@ impl Buffers {
     fn spill_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         self.spill(&Vec::from(pending));
+    }
+
+    /// Keeps the largest buffer of a written batch for the inbox (see `recycled`).
+    fn recycle(&mut self, records: Vec<Encoded>) {
+        if self.keyed {
+            return;
+        }
+        for chunk in records {
+            let capacity = chunk.lines.capacity();
+            if capacity > self.recycled.capacity() && capacity <= RECYCLE_MAX_BYTES {
+                self.recycled = chunk.lines;
+                self.recycled.clear();
+            }
+        }
     }
 }
 
@@ -241,6 +271,7 @@ impl Worker {
             shared: shared.clone(),
             spill,
             pending: VecDeque::new(),
+            recycled: Vec::new(),
             capacity: (!sink.is_local()).then_some(config.queue_capacity),
             keyed: sink.keyed(),
             max_record_bytes: sink.max_record_bytes(),
@@ -366,19 +397,21 @@ impl Worker {
             }
         }
         let pending = &mut self.buffers.pending;
-        let mut count = 0;
+        let mut chunks = 0;
+        let mut records = 0;
         let mut bytes = 0;
-        for record in pending.iter() {
-            if count > 0 && (count == max_records || bytes + record.size() > max_bytes) {
+        for chunk in pending.iter() {
+            if chunks > 0 && (records + chunk.count > max_records || bytes + chunk.size() > max_bytes) {
                 break;
             }
-            count += 1;
-            bytes += record.size();
+            chunks += 1;
+            records += chunk.count;
+            bytes += chunk.size();
         }
-        if count == 0 {
+        if chunks == 0 {
             return Ok(None);
         }
-        Ok(Some(Batch { records: pending.drain(..count).collect(), origin: Origin::Memory, acked: 0 }))
+        Ok(Some(Batch { records: pending.drain(..chunks).collect(), origin: Origin::Memory, acked: 0 }))
     }
 
     /// Sends a batch, retrying the entries the sink rejected, until it is all acknowledged, the
@@ -386,31 +419,33 @@ impl Worker {
     async fn deliver(&mut self, mut batch: Batch) -> Delivery {
         let stats = self.buffers.shared.stats.clone();
         loop {
-            let attempt = pump(&mut self.buffers, &mut self.control, self.sink.send(&batch.records)).await;
+            let attempt = pump(&mut self.buffers, &mut self.control, self.sink.send(&mut batch.records)).await;
             let Some(result) = attempt else {
                 self.abandon(batch);
                 return Delivery::Deadline;
             };
             match result {
                 Ok(failed) if failed.is_empty() => {
-                    let count = batch.records.len();
+                    let count = record_count(&batch.records);
                     self.count_sent(&batch.origin, count);
-                    if let Origin::Spill { seq, end } = batch.origin {
-                        self.buffers.spill.ack(seq, end, 0);
+                    match batch.origin {
+                        Origin::Spill { seq, end } => self.buffers.spill.ack(seq, end, 0),
+                        Origin::Memory => self.buffers.recycle(batch.records),
                     }
                     return Delivery::Sent;
                 }
                 Ok(failed) => {
                     stats.sink_errors.fetch_add(1, Relaxed);
-                    let sent = batch.records.len() - failed.len();
+                    let before = record_count(&batch.records);
+                    let mut retry = Vec::with_capacity(failed.len());
                     let mut failed = failed.into_iter().peekable();
-                    let mut retry = Vec::with_capacity(batch.records.len() - sent);
                     for (index, record) in batch.records.drain(..).enumerate() {
                         if failed.next_if_eq(&index).is_some() {
                             retry.push(record);
                         }
                     }
                     batch.records = retry;
+                    let sent = before - record_count(&batch.records);
                     batch.acked += sent;
                     self.count_sent(&batch.origin, sent);
                     debug!(sent, retry = batch.records.len(), "sink rejected part of a batch; retrying those");
@@ -453,7 +488,7 @@ impl Worker {
     /// Puts back what is left of a batch that will not be retried now, ahead of everything else.
     fn abandon(&mut self, batch: Batch) {
         let stats = self.buffers.shared.stats.clone();
-        let count = batch.records.len() as u64;
+        let count = record_count(&batch.records) as u64;
         let spill = &mut self.buffers.spill;
         match batch.origin {
             Origin::Memory => {

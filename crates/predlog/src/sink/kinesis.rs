@@ -69,7 +69,7 @@ impl KinesisSink {
             .iter()
             .map(|record| {
                 PutRecordsRequestEntry::builder()
-                    .data(Blob::new(record.json.clone()))
+                    .data(Blob::new(record.json()))
                     .partition_key(record.key.clone())
                     .build()
             })

@@ -4,9 +4,11 @@
 //! once closed (after an fsync), so a closed segment is complete and never changes. `<key>` is the
 //! wall-clock time in ms when the segment was opened, zero-padded to 20 digits and bumped so that
 //! it strictly increases: the lexical order of the names is the write order. A segment is closed
-//! before it would exceed `segment_bytes`, once it is `segment_age` old, and at shutdown. Every
-//! batch is written with one `write` call of whole lines, so a consumer tailing the open segment
-//! sees complete lines except, at worst, the last one being written.
+//! before it would exceed `segment_bytes` (unless one line is larger), once it is `segment_age` old,
+//! and at shutdown; the fsync and rename happen on a thread of their own while writing goes on in
+//! the next segment, so for a moment two segments can be `.open`. Every write is of whole lines,
+//! so a consumer tailing the open segment sees complete lines except, at worst, the last one being
+//! written.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -38,7 +40,8 @@ pub(crate) struct LocalSink {
     segment_age: Duration,
     segment: Option<Segment>,
     last_key: u64,
-    buffer: Vec<u8>,
+    /// Threads closing retired segments.
+    closing: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// The key of a segment file name (`predictions-<20 digits>.jsonl[.open]`).
@@ -72,14 +75,7 @@ impl LocalSink {
                 recover_open_segment(&path).map_err(io_error("close a segment left open", &path))?;
             }
         }
-        Ok(LocalSink {
-            dir: dir.to_owned(),
-            segment_bytes,
-            segment_age,
-            segment: None,
-            last_key,
-            buffer: Vec::with_capacity(1 << 20),
-        })
+        Ok(LocalSink { dir: dir.to_owned(), segment_bytes, segment_age, segment: None, last_key, closing: Vec::new() })
     }
 
     /// The log directory.
@@ -87,71 +83,89 @@ impl LocalSink {
         &self.dir
     }
 
-    /// Appends `records` as lines, rotating segments as needed. Returns the indices of records not
-    /// written when an error stopped the batch midway.
-    pub fn send(&mut self, records: &[Encoded]) -> Result<Vec<usize>, SinkError> {
-        let mut written = 0;
-        let mut buffered = 0;
+    /// Appends the chunks' lines, rotating segments as needed (a chunk is split at a line
+    /// boundary when it does not fit the segment). When an error stops the batch midway, the chunk
+    /// it stopped in is cut to its unwritten lines and the indices of the unwritten chunks are
+    /// returned; `Err` means nothing was written.
+    pub fn send(&mut self, records: &mut [Encoded]) -> Result<Vec<usize>, SinkError> {
         // Age is checked once per batch (a clock read per record showed in profiles).
         let mut too_old = self.segment.as_ref().is_some_and(|segment| segment.opened.elapsed() >= self.segment_age);
-        for record in records {
-            let line = record.json.len() as u64 + 1;
-            let rotate = std::mem::take(&mut too_old)
-                || self.segment.as_ref().is_some_and(|segment| {
-                    let used = segment.bytes + self.buffer.len() as u64;
-                    used > 0 && used + line > self.segment_bytes
-                });
-            if rotate {
-                if let Err(error) = self.write_buffer() {
-                    return self.failed(error, written, records.len());
+        for index in 0..records.len() {
+            let mut offset = 0;
+            while offset < records[index].lines.len() {
+                let rest = &records[index].lines[offset..];
+                let used = self.segment.as_ref().map_or(0, |segment| segment.bytes);
+                let room = self.segment_bytes.saturating_sub(used);
+                let old = std::mem::take(&mut too_old) && self.segment.is_some();
+                let piece = if old {
+                    0
+                } else if rest.len() as u64 <= room {
+                    rest.len()
+                } else {
+                    // The whole lines that fit; a line larger than a segment gets one of its own.
+                    let fits = rest[..room as usize].iter().rposition(|b| *b == b'\n').map_or(0, |last| last + 1);
+                    if fits == 0 && used == 0 {
+                        rest.iter().position(|b| *b == b'\n').map_or(rest.len(), |end| end + 1)
+                    } else {
+                        fits
+                    }
+                };
+                let rotate = old || piece < rest.len();
+                if piece > 0 {
+                    if self.segment.is_none()
+                        && let Err(error) = self.open_segment()
+                    {
+                        return self.failed(error, records, index, offset);
+                    }
+                    if let Err(error) = self.write(&records[index].lines[offset..offset + piece]) {
+                        return self.failed(error, records, index, offset);
+                    }
+                    offset += piece;
                 }
-                written += buffered;
-                buffered = 0;
-                self.close();
+                if rotate {
+                    self.retire();
+                }
             }
-            if self.segment.is_none()
-                && let Err(error) = self.open_segment()
-            {
-                return self.failed(error, written, records.len());
-            }
-            self.buffer.extend_from_slice(&record.json);
-            self.buffer.push(b'\n');
-            buffered += 1;
-        }
-        if let Err(error) = self.write_buffer() {
-            return self.failed(error, written, records.len());
         }
         Ok(Vec::new())
     }
 
-    fn failed(&mut self, error: io::Error, written: usize, total: usize) -> Result<Vec<usize>, SinkError> {
-        self.buffer.clear();
-        if written == 0 {
+    /// The outcome of a batch that stopped at `offset` in chunk `index`: that chunk loses its
+    /// written lines, and it and the chunks after it are to be retried.
+    fn failed(
+        &mut self,
+        error: io::Error,
+        records: &mut [Encoded],
+        index: usize,
+        offset: usize,
+    ) -> Result<Vec<usize>, SinkError> {
+        if index == 0 && offset == 0 {
             return Err(SinkError(format!("write to {}: {error}", self.dir.display())));
         }
-        warn!(dir = %self.dir.display(), %error, written, "log segment write failed midway");
-        Ok((written..total).collect())
+        let chunk = &mut records[index];
+        chunk.count -= chunk.lines[..offset].iter().filter(|b| **b == b'\n').count();
+        chunk.lines.drain(..offset);
+        warn!(dir = %self.dir.display(), %error, "log segment write failed midway");
+        Ok((index..records.len()).collect())
     }
 
-    /// Writes the buffered lines; on error, cuts the segment back to its last complete line.
-    fn write_buffer(&mut self) -> io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
+    /// Writes whole lines to the open segment; on error, cuts it back to its last complete line.
+    fn write(&mut self, lines: &[u8]) -> io::Result<()> {
         let Some(segment) = self.segment.as_mut() else {
             return Err(io::Error::other("no open segment"));
         };
-        let result = segment.file.write_all(&self.buffer);
-        match result {
-            Ok(()) => segment.bytes += self.buffer.len() as u64,
-            Err(_) => {
-                // Best effort: no torn line and no partial batch left behind.
+        match segment.file.write_all(lines) {
+            Ok(()) => {
+                segment.bytes += lines.len() as u64;
+                Ok(())
+            }
+            Err(error) => {
+                // Best effort: no torn line and no partial write left behind.
                 let _ = segment.file.set_len(segment.bytes);
                 let _ = segment.file.seek(SeekFrom::Start(segment.bytes));
+                Err(error)
             }
         }
-        self.buffer.clear();
-        result
     }
 
     fn open_segment(&mut self) -> io::Result<()> {
@@ -169,26 +183,54 @@ impl LocalSink {
     /// Closes the segment if it is older than the segment age.
     pub fn maintain(&mut self) {
         if self.segment.as_ref().is_some_and(|segment| segment.opened.elapsed() >= self.segment_age) {
-            self.close();
+            self.retire();
+        }
+        self.closing.retain(|closer| !closer.is_finished());
+    }
+
+    /// Hands the open segment, if any, to a thread that closes it (see [`close_segment`]), so that
+    /// the writes go on in the next segment meanwhile: the fsync of a full segment takes as long as
+    /// writing tens of megabytes to the disk, during which the records would pile up in memory.
+    /// Readers tell a finished `.open` segment by the newer segment after it.
+    fn retire(&mut self) {
+        let Some(segment) = self.segment.take() else { return };
+        let dir = self.dir.clone();
+        self.closing.retain(|closer| !closer.is_finished());
+        let spawned =
+            std::thread::Builder::new().name("predlog-close".into()).spawn(move || close_segment(segment, &dir));
+        match spawned {
+            Ok(closer) => self.closing.push(closer),
+            // The segment was moved into the failed closure and dropped (closed without an
+            // fsync); its lines are in the `.open` file, which the next start closes.
+            Err(error) => error!(%error, "cannot start a thread to close a log segment"),
         }
     }
 
-    /// Closes the open segment, if any: fsync, rename to `.jsonl`, fsync the directory.
-    ///
-    /// A failure here loses nothing (the lines are in the `.open` file, closed on the next start),
-    /// so it is logged rather than reported.
+    /// Closes the open segment and waits for every segment being closed (at shutdown).
     pub fn close(&mut self) {
-        let Some(segment) = self.segment.take() else { return };
-        let dir = self.dir.clone();
-        let result = blocking(|| {
-            segment.file.sync_all()?;
-            fs::rename(&segment.open_path, &segment.closed_path)?;
-            sync_dir(&dir)
+        self.retire();
+        let closing = std::mem::take(&mut self.closing);
+        blocking(|| {
+            for closer in closing {
+                let _ = closer.join();
+            }
         });
-        match result {
-            Ok(()) => info!(segment = %segment.closed_path.display(), bytes = segment.bytes, "closed log segment"),
-            Err(error) => error!(segment = %segment.open_path.display(), %error, "cannot close log segment"),
-        }
+    }
+}
+
+/// Closes a segment: fsync, rename to `.jsonl`, fsync the directory.
+///
+/// A failure here loses nothing (the lines are in the `.open` file, closed on the next start), so it
+/// is logged rather than reported.
+fn close_segment(segment: Segment, dir: &Path) {
+    let result = segment
+        .file
+        .sync_all()
+        .and_then(|()| fs::rename(&segment.open_path, &segment.closed_path))
+        .and_then(|()| sync_dir(dir));
+    match result {
+        Ok(()) => info!(segment = %segment.closed_path.display(), bytes = segment.bytes, "closed log segment"),
+        Err(error) => error!(segment = %segment.open_path.display(), %error, "cannot close log segment"),
     }
 }
 
@@ -219,6 +261,59 @@ mod tests {
         assert_eq!(segment_key("predictions-00000001700000000000.jsonl.open"), Some(1_700_000_000_000));
         assert_eq!(segment_key("predictions-0000000170000000000.jsonl"), None);
         assert_eq!(segment_key("spill"), None);
+    }
+
+    /// A chunk of the lines `{"n":<i>}` for `range`, each padded to 10 bytes with its newline.
+    fn chunk(range: std::ops::Range<usize>) -> Encoded {
+        let mut chunk = Encoded::default();
+        for i in range {
+            chunk.lines.extend_from_slice(format!("{{\"n\":{i:03}}}\n").as_bytes());
+            chunk.count += 1;
+        }
+        chunk
+    }
+
+    /// The closed segments' contents, in order.
+    fn segments(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir).expect("list").map(|entry| entry.expect("entry").path()).collect();
+        names.sort();
+        names.iter().map(|path| fs::read_to_string(path).expect("read")).collect()
+    }
+
+    #[test]
+    fn chunks_are_split_at_line_boundaries_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Room for three 10-byte lines per segment.
+        let mut sink = LocalSink::open(dir.path(), 35, Duration::from_secs(60)).expect("open");
+        let mut huge = Encoded::default();
+        huge.lines.extend_from_slice(format!("{{\"n\":\"{}\"}}\n", "x".repeat(50)).as_bytes());
+        huge.count = 1;
+        let mut batch = vec![chunk(0..2), chunk(2..9), huge.clone(), chunk(9..10)];
+        assert_eq!(sink.send(&mut batch).expect("send"), Vec::<usize>::new());
+        sink.close();
+        let lines = |range: std::ops::Range<usize>| range.map(|i| format!("{{\"n\":{i:03}}}\n")).collect::<String>();
+        let huge = String::from_utf8(huge.lines).expect("utf-8");
+        assert_eq!(segments(dir.path()), [lines(0..3), lines(3..6), lines(6..9), huge, lines(9..10)]);
+    }
+
+    #[test]
+    fn a_write_error_midway_cuts_the_chunk_to_its_unwritten_lines() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("logs");
+        let mut sink = LocalSink::open(&dir, 100, Duration::from_secs(60)).expect("open");
+        let mut first = vec![chunk(0..5)];
+        assert!(sink.send(&mut first).expect("send").is_empty());
+        // The open segment stays writable, but the next one cannot be created.
+        fs::remove_dir_all(&dir).expect("remove the directory");
+        let mut batch = vec![chunk(5..25), chunk(25..30)];
+        let failed = sink.send(&mut batch).expect("part of the batch was written");
+        assert_eq!(failed, [0, 1]);
+        assert_eq!((batch[0].count, batch[1].count), (15, 5), "5 lines of the first chunk were written");
+        assert_eq!(batch[0].lines, chunk(10..25).lines);
+        // Nothing at all written: an error.
+        let mut batch = vec![chunk(30..31)];
+        assert!(sink.send(&mut batch).is_err());
+        assert_eq!(batch[0].count, 1);
     }
 
     #[test]

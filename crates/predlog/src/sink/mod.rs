@@ -6,32 +6,64 @@ pub(crate) mod local;
 use crate::config::KINESIS_MAX_RECORD_BYTES;
 use crate::record::PredictionRecord;
 
-/// A record serialized by the caller of [`PredictionLog::log`](crate::PredictionLog::log), ready for
-/// any sink or the spill.
-#[derive(Debug, Clone)]
+/// Records serialized by the callers of [`PredictionLog::log`](crate::PredictionLog::log), ready
+/// for any sink or the spill.
+///
+/// For Kinesis it holds exactly one record (with its partition key), since Kinesis takes records
+/// one by one. For the local sink it holds the lines of many records: the callers append to the
+/// inbox's last chunk, so that a busy server's records cost no allocation each and leave in one
+/// `write` per linger.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Encoded {
-    /// The record's JSON, without a trailing newline.
-    pub json: Vec<u8>,
-    /// The Kinesis partition key; empty for the local sink.
+    /// The records' JSON, each line followed by a newline.
+    pub lines: Vec<u8>,
+    /// How many records (lines) `lines` holds.
+    pub count: usize,
+    /// The Kinesis partition key (of the one record); empty for the local sink.
     pub key: String,
 }
 
 impl Encoded {
-    /// Serializes a record; `keyed` computes the Kinesis partition key.
+    /// Serializes one record; `keyed` computes the Kinesis partition key.
     pub fn new<S: AsRef<str>>(record: &PredictionRecord<S>, keyed: bool) -> Self {
-        Encoded::from_json(record.to_json(), record.ride_id.as_ref(), keyed)
+        // Most records are 200–260 bytes: one allocation instead of growing from 128.
+        let mut lines = Vec::with_capacity(320);
+        record.write_json(&mut lines);
+        lines.push(b'\n');
+        let key = if keyed { partition_key(record.ride_id.as_ref()) } else { String::new() };
+        Encoded { lines, count: 1, key }
     }
 
-    /// Wraps already serialized JSON (e.g. read back from the spill).
-    pub fn from_json(json: Vec<u8>, ride_id: &str, keyed: bool) -> Self {
+    /// Wraps one already serialized record (a line read back from the spill, without its newline).
+    pub fn from_json(json: &[u8], ride_id: &str, keyed: bool) -> Self {
+        let mut lines = Vec::with_capacity(json.len() + 1);
+        lines.extend_from_slice(json);
+        lines.push(b'\n');
         let key = if keyed { partition_key(ride_id) } else { String::new() };
-        Encoded { json, key }
+        Encoded { lines, count: 1, key }
     }
 
-    /// Bytes counted against the sink's limits: the data plus the partition key.
-    pub fn size(&self) -> usize {
-        self.json.len() + self.key.len()
+    /// Appends one record's line to this chunk (unkeyed only).
+    pub fn push<S: AsRef<str>>(&mut self, record: &PredictionRecord<S>) {
+        record.write_json(&mut self.lines);
+        self.lines.push(b'\n');
+        self.count += 1;
     }
+
+    /// The JSON of a single-record chunk, without the newline (a Kinesis record's data).
+    pub fn json(&self) -> &[u8] {
+        self.lines.strip_suffix(b"\n").unwrap_or(&self.lines)
+    }
+
+    /// Bytes counted against the sink's limits: the JSON (without newlines) plus the partition key.
+    pub fn size(&self) -> usize {
+        self.lines.len() - self.count + self.key.len()
+    }
+}
+
+/// The records held by `chunks`.
+pub(crate) fn record_count(chunks: &[Encoded]) -> usize {
+    chunks.iter().map(|chunk| chunk.count).sum()
 }
 
 /// Kinesis wants 1..=256 Unicode characters: the ride id, truncated, or a random uuid when empty
@@ -59,9 +91,10 @@ pub(crate) enum Sink {
 }
 
 impl Sink {
-    /// Stores `records` in order. `Ok` lists the indices (ascending) of the records that were not
-    /// stored and should be retried; `Err` means none were.
-    pub async fn send(&mut self, records: &[Encoded]) -> Result<Vec<usize>, SinkError> {
+    /// Stores the chunks in order. `Ok` lists the indices (ascending) of the chunks that were not
+    /// stored and should be retried (the local sink first cuts a chunk it stored partly to the
+    /// part it did not); `Err` means none were.
+    pub async fn send(&mut self, records: &mut [Encoded]) -> Result<Vec<usize>, SinkError> {
         match self {
             Sink::Local(sink) => sink.send(records),
             Sink::Kinesis(sink) => sink.send(records).await,
@@ -71,8 +104,8 @@ impl Sink {
     /// The most records and bytes ([`Encoded::size`]) one batch may hold.
     pub fn batch_limits(&self) -> (usize, usize) {
         match self {
-            // Everything pending in one write, up to 64 MiB (what accumulates while the task waits
-            // for a core under a heavy load).
+            // Everything pending, up to 64 MiB (what accumulates while the task waits for a core
+            // under a heavy load).
             Sink::Local(_) => (usize::MAX, 64 * 1024 * 1024),
             Sink::Kinesis(sink) => sink.batch_limits(),
         }
