@@ -443,8 +443,8 @@ pub struct ServePredictorArgs {
     /// [default: $LIGHTOPS_HOME/spill].
     #[arg(long, env = "LIGHTOPS_LOG_SPILL_DIR")]
     pub spill_dir: Option<PathBuf>,
-    /// Log records held in memory before they go to the disk buffer (Kinesis; the local sink
-    /// writes them to its segment in larger writes instead).
+    /// Log records held in memory while the sink is slow or down before further ones go to the
+    /// disk buffer (--spill-dir), which bounds the log's memory.
     #[arg(long, env = "LIGHTOPS_LOG_QUEUE", default_value_t = 65_536)]
     pub log_queue: usize,
     /// How long log records gather in memory before one write sends them all (at most 200ms;

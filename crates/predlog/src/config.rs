@@ -105,9 +105,9 @@ pub struct LogConfig {
     /// The disk buffer for records the sink cannot take right now; records left there by a
     /// previous run are sent first on start. One log per directory.
     pub spill_dir: PathBuf,
-    /// Records held in memory before further records go to the spill. Default 65,536. Kinesis only:
-    /// the local sink writes whatever is pending in one go instead (spilling to another local
-    /// file would not relieve the disk).
+    /// Records held in memory before further records go to the spill. Default 65,536 (about
+    /// 15 MiB). The local sink reaches it only when its disk is slower than the records come for a
+    /// while; the spill then bounds the memory (and relieves the log's disk if it is on another).
     pub queue_capacity: usize,
     /// Local sink: a segment is closed before it would exceed this size. Default 64 MiB.
     pub segment_bytes: u64,

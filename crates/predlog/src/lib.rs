@@ -7,7 +7,7 @@
 //!
 //! - [`PredictionLog::log`] serializes the record and moves it into an in-memory queue; I/O
 //!   happens on the background task.
-//! - When the sink is down or slow, or (Kinesis) the queue holds [`LogConfig::queue_capacity`] records,
+//! - When the sink is down or slow and the queue holds [`LogConfig::queue_capacity`] records,
 //!   records go to an append-only spill directory on local disk, and are sent from there, in
 //!   order, once the sink takes them again. Records left in the spill by a previous run are sent
 //!   first on [`PredictionLog::start`].

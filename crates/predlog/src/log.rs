@@ -159,8 +159,8 @@ impl PredictionLog {
         })
     }
 
-    /// Logs one record. Never blocks and never fails: the record is serialized here, then moved
-    /// into the in-memory queue under a short lock (a `Vec::push`); everything else happens on the
+    /// Logs one record. Never blocks and never fails: the record is serialized here, then
+    /// appended to the in-memory queue under a short lock; everything else happens on the
     /// background task.
     ///
     /// The queue itself is not capped here: the background task drains it continuously and moves

@@ -279,8 +279,18 @@ impl Spill {
             while taken < max_records {
                 let Some(newline) = data[pos..].iter().position(|b| *b == b'\n') else { break };
                 let line = &data[pos..pos + newline];
-                let parsed = PredictionRecord::from_json(line).map_err(|e| e.to_string()).and_then(|record| {
-                    let encoded = Encoded::from_json(line, &record.ride_id, keyed);
+                // Kinesis needs the ride id (the partition key) and a record it would refuse must not
+                // block the spill, so keyed lines are parsed. Unkeyed lines go to local segments as
+                // they are: parsing them cost the background task more than the writing, and the
+                // segments' readers skip a line that does not parse anyway.
+                let parsed = if keyed {
+                    PredictionRecord::from_json(line)
+                        .map(|record| Encoded::from_json(line, &record.ride_id, true))
+                        .map_err(|error| error.to_string())
+                } else {
+                    Ok(Encoded::from_json(line, "", false))
+                }
+                .and_then(|encoded| {
                     if encoded.size() > max_record {
                         return Err(format!("record of {} bytes is too large for the sink", encoded.size()));
                     }

@@ -73,21 +73,25 @@ struct Buffers {
     spill: Spill,
     /// Encoded records waiting in memory (only while the spill is empty).
     pending: VecDeque<Encoded>,
-    /// A written chunk's buffer, put back in the inbox for the callers to fill again (local sink),
-    /// so that its memory is reused rather than allocated and faulted in anew for every batch.
-    recycled: Vec<u8>,
-    /// Records held in memory before the rest goes to the spill; `None` for the local sink, which
-    /// writes to local disk itself: spilling to another local file would double the I/O exactly
-    /// when the disk is busiest, so it takes larger writes instead.
-    capacity: Option<usize>,
+    /// Written chunks' buffers, put back in the inbox for the callers to fill again (local sink),
+    /// so that their memory is reused rather than allocated, grown and faulted in anew for every
+    /// batch (which cost a quarter of the server's time under a heavy load).
+    recycled: Vec<Vec<u8>>,
+    /// Records held in memory before the rest goes to the spill. For the local sink this is only
+    /// reached when the disk is slower than the records come for a while (segments are closed off
+    /// this task and everything pending leaves in one write): the spill then bounds the memory,
+    /// and is worth most when it is on another disk than the log.
+    capacity: usize,
     keyed: bool,
     max_record_bytes: usize,
     /// The previous inbox vector, swapped back in to keep its allocation.
     spare: Vec<Encoded>,
 }
 
-/// The largest chunk buffer kept for reuse: what a busy server's callers fill in a linger or two.
-const RECYCLE_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Chunk buffers kept for reuse: one being filled by the callers while another is written.
+const RECYCLE_BUFFERS: usize = 2;
+/// The largest chunk buffer kept for reuse (the local sink's batch limit).
+const RECYCLE_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 impl Buffers {
     /// Takes everything from the inbox: into `pending`, or the spill when it is not empty, when
@@ -95,7 +99,7 @@ impl Buffers {
     fn drain(&mut self, spill_all: bool) {
         if !self.keyed && self.spare.is_empty() {
             // The callers append to the inbox's last chunk: give them an empty one with memory.
-            let lines = std::mem::take(&mut self.recycled);
+            let lines = self.recycled.pop().unwrap_or_default();
             self.spare.push(Encoded { lines, count: 0, key: String::new() });
         }
         let mut taken = {
@@ -131,7 +135,7 @@ impl Buffers {
         }
         self.pending.extend(encoded);
         let in_memory = stats.memory.load(Relaxed);
-        if self.capacity.is_some_and(|capacity| in_memory >= capacity as u64) {
+        if in_memory >= self.capacity as u64 {
             debug!(records = in_memory, "prediction log queue full; spilling");
             self.spill_pending();
         }
@@ -166,11 +170,10 @@ impl Buffers {
         if self.keyed {
             return;
         }
-        for chunk in records {
-            let capacity = chunk.lines.capacity();
-            if capacity > self.recycled.capacity() && capacity <= RECYCLE_MAX_BYTES {
-                self.recycled = chunk.lines;
-                self.recycled.clear();
+        for mut chunk in records {
+            if self.recycled.len() < RECYCLE_BUFFERS && chunk.lines.capacity() <= RECYCLE_MAX_BYTES {
+                chunk.lines.clear();
+                self.recycled.push(chunk.lines);
             }
         }
     }
@@ -272,7 +275,7 @@ impl Worker {
             spill,
             pending: VecDeque::new(),
             recycled: Vec::new(),
-            capacity: (!sink.is_local()).then_some(config.queue_capacity),
+            capacity: config.queue_capacity,
             keyed: sink.keyed(),
             max_record_bytes: sink.max_record_bytes(),
             spare: Vec::new(),

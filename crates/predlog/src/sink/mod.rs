@@ -111,11 +111,6 @@ impl Sink {
         }
     }
 
-    /// Whether the sink is the local directory.
-    pub fn is_local(&self) -> bool {
-        matches!(self, Sink::Local(_))
-    }
-
     /// Whether records need a partition key.
     pub fn keyed(&self) -> bool {
         matches!(self, Sink::Kinesis(_))
