@@ -10,13 +10,14 @@
 //! so a consumer tailing the open segment sees complete lines except, at worst, the last one being
 //! written.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, error, info, warn};
 
+use super::append::AppendFile;
 use super::{Encoded, SinkError};
 use crate::{Error, Result, blocking, sync_dir};
 
@@ -26,10 +27,9 @@ const OPEN: &str = ".jsonl.open";
 
 /// The segment being written.
 struct Segment {
-    file: File,
+    file: AppendFile,
     open_path: PathBuf,
     closed_path: PathBuf,
-    bytes: u64,
     opened: Instant,
 }
 
@@ -94,7 +94,7 @@ impl LocalSink {
             let mut offset = 0;
             while offset < records[index].lines.len() {
                 let rest = &records[index].lines[offset..];
-                let used = self.segment.as_ref().map_or(0, |segment| segment.bytes);
+                let used = self.segment.as_ref().map_or(0, |segment| segment.file.len());
                 let room = self.segment_bytes.saturating_sub(used);
                 let old = std::mem::take(&mut too_old) && self.segment.is_some();
                 let piece = if old {
@@ -154,18 +154,7 @@ impl LocalSink {
         let Some(segment) = self.segment.as_mut() else {
             return Err(io::Error::other("no open segment"));
         };
-        match segment.file.write_all(lines) {
-            Ok(()) => {
-                segment.bytes += lines.len() as u64;
-                Ok(())
-            }
-            Err(error) => {
-                // Best effort: no torn line and no partial write left behind.
-                let _ = segment.file.set_len(segment.bytes);
-                let _ = segment.file.seek(SeekFrom::Start(segment.bytes));
-                Err(error)
-            }
-        }
+        segment.file.append(lines)
     }
 
     fn open_segment(&mut self) -> io::Result<()> {
@@ -173,10 +162,10 @@ impl LocalSink {
         let key = now_ms.max(self.last_key + 1);
         let open_path = self.dir.join(format!("{PREFIX}{key:020}{OPEN}"));
         let closed_path = self.dir.join(format!("{PREFIX}{key:020}{CLOSED}"));
-        let file = OpenOptions::new().write(true).create_new(true).open(&open_path)?;
+        let file = AppendFile::create_new(&open_path)?;
         self.last_key = key;
         debug!(segment = %open_path.display(), "opened log segment");
-        self.segment = Some(Segment { file, open_path, closed_path, bytes: 0, opened: Instant::now() });
+        self.segment = Some(Segment { file, open_path, closed_path, opened: Instant::now() });
         Ok(())
     }
 
@@ -229,7 +218,7 @@ fn close_segment(segment: Segment, dir: &Path) {
         .and_then(|()| fs::rename(&segment.open_path, &segment.closed_path))
         .and_then(|()| sync_dir(dir));
     match result {
-        Ok(()) => info!(segment = %segment.closed_path.display(), bytes = segment.bytes, "closed log segment"),
+        Ok(()) => info!(segment = %segment.closed_path.display(), bytes = segment.file.len(), "closed log segment"),
         Err(error) => error!(segment = %segment.open_path.display(), %error, "cannot close log segment"),
     }
 }

@@ -1,5 +1,6 @@
 //! The destinations: local JSON-lines segments ([`local`]) and Kinesis ([`kinesis`]).
 
+mod append;
 pub(crate) mod kinesis;
 pub(crate) mod local;
 
