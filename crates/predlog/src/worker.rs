@@ -349,6 +349,7 @@ impl Worker {
             () = shared.notify.notified() => true,
             _ = self.control.tick.tick() => {
                 self.buffers.spill.flush();
+                self.sink.flush();
                 false
             }
             changed = self.control.shutdown.changed(), if !self.control.orphaned => {

@@ -4,10 +4,12 @@
 //! per byte (page-cache allocation, zeroing and copy): 2 GB took 4.7 s of system time with `dd`,
 //! against 0.18 s with `oflag=direct`. At a million predictions a second the log writes ~230 MB/s,
 //! so buffered writes alone took half a core. Direct I/O needs block-aligned offsets, lengths and
-//! buffers, so the whole blocks of every write go out directly from an aligned staging buffer and
-//! the last partial block through the page cache (so that readers see every line at once and the
-//! file never holds padding); the next write rewrites that block, whole, directly. The kernel
-//! keeps the two paths coherent (it writes back and drops cached pages a direct write covers).
+//! buffers, so the whole blocks of every write go out directly from an aligned staging buffer, and
+//! the last partial block waits in memory for the next write, which rewrites it whole. When the
+//! writes pause, [`AppendFile::flush`] writes that partial block through the page cache, so that
+//! readers see every line and the file never holds padding. (Writing it on every append cost more
+//! than the rest of the writing: the kernel must write back a cached page before a direct write
+//! covers it.)
 //! Written by hand: no maintained crate does this append pattern, and it is small.
 //!
 //! Where `O_DIRECT` is refused (a filesystem without it, another OS), everything goes through the
@@ -28,14 +30,16 @@ const STAGING_BYTES: usize = 4 * 1024 * 1024;
 
 /// An append-only file.
 pub(crate) struct AppendFile {
-    /// The file opened normally: small writes, `set_len`, `sync_all`.
+    /// The file opened normally: the last partial block, `set_len`, `sync_all`.
     file: File,
     /// The same file opened with `O_DIRECT`, unless that was refused.
     direct: Option<File>,
-    /// Bytes written.
-    len: u64,
-    /// The file's last partial block (`len % BLOCK` bytes), rewritten whole by the next direct write.
+    /// Bytes in whole blocks: written, directly.
+    blocks: u64,
+    /// The bytes after them (less than a block), rewritten as part of the next direct write.
     tail: Vec<u8>,
+    /// How much of `tail` is in the file (written through the page cache by [`AppendFile::flush`]).
+    tail_written: usize,
     /// Over-allocated so that a `BLOCK`-aligned slice of it can be staged for a direct write.
     staging: Vec<u8>,
 }
@@ -45,12 +49,12 @@ impl AppendFile {
     pub fn create_new(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new().write(true).create_new(true).open(path)?;
         let direct = open_direct(path);
-        Ok(AppendFile { file, direct, len: 0, tail: Vec::new(), staging: Vec::new() })
+        Ok(AppendFile { file, direct, blocks: 0, tail: Vec::new(), tail_written: 0, staging: Vec::new() })
     }
 
-    /// Bytes written.
+    /// Bytes appended (some maybe only in memory until [`AppendFile::flush`]).
     pub fn len(&self) -> u64 {
-        self.len
+        self.blocks + self.tail.len() as u64
     }
 
     /// Whether writes go out directly (else through the page cache).
@@ -59,77 +63,101 @@ impl AppendFile {
         self.direct.is_some()
     }
 
-    /// Appends `data`, all of it or (on error, as far as can be helped) none of it.
+    /// Appends `data`: its whole blocks are written at once; less than a block may stay in memory
+    /// until the next append or [`AppendFile::flush`]. All or (as far as can be helped) nothing of
+    /// it is in the file on error.
     pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        match self.write_at_end(data) {
-            Ok(()) => {
-                self.len += data.len() as u64;
-                if self.direct.is_some() {
-                    let tail_len = (self.len % BLOCK as u64) as usize;
-                    if data.len() >= tail_len {
-                        self.tail.clear();
-                    } else {
-                        // Still in the same block: keep what it held before.
-                        self.tail.drain(..self.tail.len() + data.len() - tail_len);
-                    }
-                    self.tail.extend_from_slice(&data[data.len().saturating_sub(tail_len)..]);
+        let Some(direct) = &self.direct else {
+            // Page cache only: the tail stays empty.
+            return match self.file.write_all_at(data, self.blocks) {
+                Ok(()) => {
+                    self.blocks += data.len() as u64;
+                    Ok(())
                 }
+                Err(error) => {
+                    let _ = self.file.set_len(self.blocks);
+                    Err(error)
+                }
+            };
+        };
+        if self.tail.len() + data.len() < BLOCK {
+            self.tail.extend_from_slice(data);
+            return Ok(());
+        }
+        // From `blocks` on, the tail (maybe partly in the file already) and then `data`, whole
+        // blocks of it directly.
+        let (tail, staging) = (&self.tail, &mut self.staging);
+        let mut offset = self.blocks;
+        let mut carry: &[u8] = tail;
+        let mut rest = data;
+        let written = crate::blocking(|| -> io::Result<()> {
+            while carry.len() + rest.len() >= BLOCK {
+                let window = (carry.len() + rest.len()).min(STAGING_BYTES) / BLOCK * BLOCK;
+                let from_rest = window - carry.len();
+                let buffer = aligned(staging, window);
+                buffer[..carry.len()].copy_from_slice(carry);
+                buffer[carry.len()..].copy_from_slice(&rest[..from_rest]);
+                direct.write_all_at(buffer, offset)?;
+                offset += window as u64;
+                carry = &[];
+                rest = &rest[from_rest..];
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => {
+                self.blocks = offset;
+                self.tail.clear();
+                self.tail.extend_from_slice(rest);
+                self.tail_written = 0;
                 Ok(())
             }
+            Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
+                // EINVAL: this file or filesystem takes no direct writes (after all). Write the
+                // tail and `data` through the page cache from the last whole block (the same bytes
+                // where the file already has them).
+                info!(%error, "direct writes refused; writing the prediction log through the page cache");
+                self.direct = None;
+                let mut all = std::mem::take(&mut self.tail);
+                all.extend_from_slice(data);
+                self.tail_written = 0;
+                match self.file.write_all_at(&all, self.blocks) {
+                    Ok(()) => {
+                        self.blocks += all.len() as u64;
+                        Ok(())
+                    }
+                    Err(error) => {
+                        all.truncate(all.len() - data.len());
+                        self.tail = all;
+                        let _ = self.file.set_len(self.blocks);
+                        Err(error)
+                    }
+                }
+            }
             Err(error) => {
-                // No partial write left behind (whole lines only in the file).
-                let _ = self.file.set_len(self.len);
+                // Back to what was in the file before.
+                let _ = self.file.set_len(self.blocks + self.tail_written as u64);
                 Err(error)
             }
         }
     }
 
-    fn write_at_end(&mut self, data: &[u8]) -> io::Result<()> {
-        let AppendFile { file, direct, len, tail, staging } = self;
-        let Some(direct_file) = direct.as_ref() else {
-            return file.write_all_at(data, *len);
-        };
-        // From `offset` (block-aligned), `carry` is already in the file and `rest` is new.
-        let mut offset = *len - tail.len() as u64;
-        let mut carry: &[u8] = tail;
-        let mut rest = data;
-        if carry.len() + rest.len() >= BLOCK {
-            let written = crate::blocking(|| -> io::Result<()> {
-                while carry.len() + rest.len() >= BLOCK {
-                    let window = (carry.len() + rest.len()).min(STAGING_BYTES) / BLOCK * BLOCK;
-                    let from_rest = window - carry.len();
-                    let buffer = aligned(staging, window);
-                    buffer[..carry.len()].copy_from_slice(carry);
-                    buffer[carry.len()..].copy_from_slice(&rest[..from_rest]);
-                    direct_file.write_all_at(buffer, offset)?;
-                    offset += window as u64;
-                    carry = &[];
-                    rest = &rest[from_rest..];
-                }
-                Ok(())
-            });
-            if let Err(error) = written {
-                if error.kind() != io::ErrorKind::InvalidInput {
-                    return Err(error);
-                }
-                // EINVAL: this file or filesystem takes no direct writes (after all). Rewrite from
-                // the last aligned offset reached through the page cache (the same bytes where the
-                // file already has them).
-                info!(%error, "direct writes refused; writing the prediction log through the page cache");
-                *direct = None;
-                file.write_all_at(carry, offset)?;
-                return file.write_all_at(rest, offset + carry.len() as u64);
-            }
+    /// Writes the part of the last block still only in memory, through the page cache (readers
+    /// see it at once; the next direct write rewrites the block whole).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.tail_written < self.tail.len() {
+            self.file.write_all_at(&self.tail[self.tail_written..], self.blocks + self.tail_written as u64)?;
+            self.tail_written = self.tail.len();
         }
-        // Less than a block left: through the page cache, so that readers see it now.
-        file.write_all_at(rest, offset + carry.len() as u64)
+        Ok(())
     }
 
-    /// Flushes data and metadata to the disk.
-    pub fn sync_all(&self) -> io::Result<()> {
+    /// Writes what is in memory, then flushes data and metadata to the disk.
+    pub fn sync_all(&mut self) -> io::Result<()> {
+        self.flush()?;
         self.file.sync_all()
     }
 }
@@ -172,8 +200,15 @@ mod tests {
             file.append(&data).expect("append");
             expected.extend_from_slice(&data);
             assert_eq!(file.len(), expected.len() as u64);
-            assert_eq!(std::fs::read(&path).expect("read"), expected, "after write {i} of {size} bytes");
+            let on_disk = std::fs::read(&path).expect("read");
+            assert!(expected.starts_with(&on_disk), "after write {i} of {size} bytes: a prefix");
+            assert!(expected.len() - on_disk.len() < BLOCK, "at most a partial block in memory");
+            if i % 2 == 0 {
+                file.flush().expect("flush");
+                assert_eq!(std::fs::read(&path).expect("read"), expected, "after write {i} of {size} bytes");
+            }
         }
         file.sync_all().expect("sync");
+        assert_eq!(std::fs::read(&path).expect("read"), expected);
     }
 }

@@ -169,6 +169,16 @@ impl LocalSink {
         Ok(())
     }
 
+    /// Writes out the end of the open segment held in memory (less than a block, see
+    /// [`AppendFile`]); run on the flush interval, so lines reach readers within it at worst.
+    pub fn flush(&mut self) {
+        if let Some(segment) = self.segment.as_mut()
+            && let Err(error) = segment.file.flush()
+        {
+            warn!(segment = %segment.open_path.display(), %error, "cannot write the end of the log segment; retrying");
+        }
+    }
+
     /// Closes the segment if it is older than the segment age.
     pub fn maintain(&mut self) {
         if self.segment.as_ref().is_some_and(|segment| segment.opened.elapsed() >= self.segment_age) {
@@ -211,7 +221,7 @@ impl LocalSink {
 ///
 /// A failure here loses nothing (the lines are in the `.open` file, closed on the next start), so it
 /// is logged rather than reported.
-fn close_segment(segment: Segment, dir: &Path) {
+fn close_segment(mut segment: Segment, dir: &Path) {
     let result = segment
         .file
         .sync_all()

@@ -132,6 +132,13 @@ impl Sink {
         }
     }
 
+    /// Periodic: writes out what the local sink holds back (less than a block of the segment).
+    pub fn flush(&mut self) {
+        if let Sink::Local(sink) = self {
+            sink.flush();
+        }
+    }
+
     /// Closes the sink at shutdown (fsync and close the open local segment).
     pub fn close(&mut self) {
         if let Sink::Local(sink) = self {
