@@ -10,7 +10,8 @@
 #
 # Prints a Markdown table: scenario, throughput (req/s, or predictions/s for streams), p50, p99,
 # errors, and for HTTP the lightops/Flask throughput ratio; then what the prediction log costs per
-# scenario. The two lightops servers (log on the local sink, log off) run side by side and each
+# scenario: in throughput, and in the server's CPU time per prediction (from /proc/<pid>/stat,
+# which is steadier than throughput on a shared machine). The two lightops servers (log on the local sink, log off) run side by side and each
 # scenario alternates between them for --rounds rounds; the tables give the median round, so
 # a noisy neighbour slowing one run does not decide the comparison. Load generator and server
 # share the machine: on a small box the numbers measure both.
@@ -97,7 +98,8 @@ wait_ready() { # wait_ready URL PID NAME: poll URL until it answers, for at most
   die "$name was not ready after 30 s (see $WORK/$name.log)"
 }
 
-# Results, one tab-separated line each: scenario, server, throughput, unit, p50 ms, p99 ms, errors.
+# Results, one tab-separated line each: scenario, server, throughput, unit, p50 ms, p99 ms, errors,
+# server CPU (cores in use on average during the run; empty when not measured).
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 
@@ -111,18 +113,31 @@ assert answer["ride_id"] == "probe-1", answer
 print(repr(float(answer["prediction"]["duration"])))'
 }
 
-run_wrk() { # run_wrk SCENARIO SERVER BASE_URL
-  local scenario=$1 server=$2 url=$3/predict out
+CLK_TCK=$(getconf CLK_TCK)
+cpu_mark() { # cpu_mark PID: "<wall seconds> <CPU ticks of PID>" (empty without a PID)
+  [[ -n ${1:-} ]] || return 0
+  echo "$(date +%s.%N) $(awk '{print $14 + $15}' "/proc/$1/stat")"
+}
+cpu_cores() { # cpu_cores START_MARK END_MARK: average cores used in between (empty without marks)
+  [[ -n $1 && -n $2 ]] || return 0
+  python3 -c 'import sys; t0, c0, t1, c1 = map(float, sys.argv[1:5]); print(f"{(c1 - c0) / float(sys.argv[5]) / (t1 - t0):.3f}")' \
+    $1 $2 "$CLK_TCK"
+}
+
+run_wrk() { # run_wrk SCENARIO SERVER BASE_URL [SERVER_PID]
+  local scenario=$1 server=$2 url=$3/predict pid=${4:-} out start end
   out=$WORK/wrk-$(echo "$scenario-$server" | tr -c 'a-zA-Z0-9' '_').txt
   if [[ ! $WARMUP =~ ^0+(s|ms)?$ ]]; then
     log "$scenario: wrk warm-up ($WARMUP)"
     wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" -s "$ROOT/bench/reference/predict.lua" "$url" >/dev/null
   fi
   log "$scenario: wrk -t2 -c$CONNECTIONS -d$DURATION"
+  start=$(cpu_mark "$pid")
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$ROOT/bench/reference/predict.lua" "$url" >"$out"
-  python3 - "$scenario" "$server" "$out" >>"$RESULTS" <<'EOF'
+  end=$(cpu_mark "$pid")
+  python3 - "$scenario" "$server" "$out" "$(cpu_cores "$start" "$end")" >>"$RESULTS" <<'EOF'
 import re, sys
-scenario, server, path = sys.argv[1:]
+scenario, server, path, cores = sys.argv[1:]
 text = open(path).read()
 def ms(value):
     number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
@@ -134,27 +149,30 @@ errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", te
 socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
 if socket:
     errors += sum(int(n) for n in socket.groups())
-print(f"{scenario}\t{server}\t{rps:.0f}\treq/s\t{p50:.3f}\t{p99:.3f}\t{errors}")
+print(f"{scenario}\t{server}\t{rps:.0f}\treq/s\t{p50:.3f}\t{p99:.3f}\t{errors}\t{cores}")
 EOF
 }
 
-run_loadgen() { # run_loadgen SCENARIO SERVER BASE_URL LOADGEN_ARGS...
-  local scenario=$1 server=$2 url=$3 out
-  shift 3
+run_loadgen() { # run_loadgen SCENARIO SERVER BASE_URL SERVER_PID LOADGEN_ARGS...
+  local scenario=$1 server=$2 url=$3 pid=$4 out start end
+  shift 4
   out=$WORK/loadgen-$(echo "$scenario-$server" | tr -c 'a-zA-Z0-9' '_').json
   log "$scenario: lightops-loadgen $*"
+  # The CPU is averaged over the warm-up too: the load is the same throughout.
+  start=$(cpu_mark "$pid")
   "$LOADGEN" --url "$url" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --json "$@" \
     >"$out" 2>>"$WORK/loadgen.log"
-  python3 - "$scenario" "$server" "$out" >>"$RESULTS" <<'EOF'
+  end=$(cpu_mark "$pid")
+  python3 - "$scenario" "$server" "$out" "$(cpu_cores "$start" "$end")" >>"$RESULTS" <<'EOF'
 import json, sys
-scenario, server, path = sys.argv[1:]
+scenario, server, path, cores = sys.argv[1:]
 report = json.load(open(path))
 if report["mode"] == "stream":
     throughput, unit = report["predictions_per_s"], "predictions/s"
 else:
     throughput, unit = report["rps"], "req/s"
 p50, p99, errors = report["p50_ms"], report["p99_ms"], report["errors"]
-print(f"{scenario}\t{server}\t{throughput:.0f}\t{unit}\t{p50:.3f}\t{p99:.3f}\t{errors}")
+print(f"{scenario}\t{server}\t{throughput:.0f}\t{unit}\t{p50:.3f}\t{p99:.3f}\t{errors}\t{cores}")
 EOF
 }
 
@@ -174,7 +192,7 @@ LIGHTOPS_PROBE=""
 FLASK_PROBE=""
 
 # --- lightops ---------------------------------------------------------------------------------
-start_lightops() { # start_lightops LABEL SINK_FLAGS...: sets BASE_<LABEL>
+start_lightops() { # start_lightops LABEL SINK_FLAGS...: sets BASE_<LABEL> and PID_<LABEL>
   local label=$1 port pid base
   shift
   port=$(free_port)
@@ -185,6 +203,7 @@ start_lightops() { # start_lightops LABEL SINK_FLAGS...: sets BASE_<LABEL>
   PIDS+=("$pid")
   wait_ready "$base/readyz" "$pid" "lightops-$label"
   printf -v "BASE_$label" '%s' "$base"
+  printf -v "PID_$label" '%s' "$pid"
 }
 
 if [[ $RUN_LIGHTOPS == 1 ]]; then
@@ -194,12 +213,13 @@ if [[ $RUN_LIGHTOPS == 1 ]]; then
   for round in $(seq "$ROUNDS"); do
     for label in local none; do
       base=BASE_$label
+      pid=PID_$label
       server="lightops (log: $label)"
       log "round $round/$ROUNDS, $server"
-      run_wrk "HTTP POST /predict (wrk)" "$server" "${!base}"
-      run_loadgen "gRPC Predict, unary" "$server" "${!base}" --mode unary
-      run_loadgen "gRPC PredictStream, batch 1" "$server" "${!base}" --mode stream --batch 1
-      run_loadgen "gRPC PredictStream, batch 100" "$server" "${!base}" --mode stream --batch 100
+      run_wrk "HTTP POST /predict (wrk)" "$server" "${!base}" "${!pid}"
+      run_loadgen "gRPC Predict, unary" "$server" "${!base}" "${!pid}" --mode unary
+      run_loadgen "gRPC PredictStream, batch 1" "$server" "${!base}" "${!pid}" --mode stream --batch 1
+      run_loadgen "gRPC PredictStream, batch 100" "$server" "${!base}" "${!pid}" --mode stream --batch 100
       # A round writes gigabytes of log: closed segments go (the server never touches them again).
       rm -f "$WORK"/predictions/predictions-*.jsonl
     done
@@ -240,12 +260,15 @@ import sys
 raw = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 # The median round per (scenario, server), in the order first seen.
 groups = {}
-for scenario, server, throughput, unit, p50, p99, errors in raw:
-    groups.setdefault((scenario, server), []).append((float(throughput), unit, float(p50), float(p99), int(errors)))
+for scenario, server, throughput, unit, p50, p99, errors, cores in raw:
+    # Server CPU per request or prediction, in ns (None when not measured).
+    cpu_ns = float(cores) / float(throughput) * 1e9 if cores and float(throughput) > 0 else None
+    groups.setdefault((scenario, server), []).append(
+        (float(throughput), unit, float(p50), float(p99), int(errors), cpu_ns))
 rows = []
 for (scenario, server), runs in groups.items():
     ordered = sorted(runs, key=lambda run: run[0])
-    throughput, unit, p50, p99, _ = ordered[len(ordered) // 2]
+    throughput, unit, p50, p99, _, _ = ordered[len(ordered) // 2]
     rows.append((scenario, server, throughput, unit, p50, p99, sum(run[4] for run in runs), len(runs)))
 rows.sort(key=lambda row: (row[1].startswith("Flask"), "none" in row[1]))
 flask = next((r[2] for r in rows if r[1].startswith("Flask") and r[0].startswith("HTTP")), None)
@@ -262,13 +285,22 @@ for scenario, server, throughput, unit, p50, p99, errors, rounds in rows:
 on_label, off_label = "lightops (log: local)", "lightops (log: none)"
 medians = {(r[0], r[1]): r[2] for r in rows}
 costs = [s for s, server in groups if server == on_label and (s, off_label) in medians]
+
+def median_cpu(runs):
+    values = sorted(run[5] for run in runs if run[5] is not None)
+    return values[len(values) // 2] if values else None
+
 if costs:
     print()
-    print("| scenario | log on (median) | log off (median) | cost of the log | each round, on vs off |")
-    print("|---|---:|---:|---:|---|")
+    print("| scenario | log on (median) | log off (median) | cost of the log | each round, on vs off "
+          "| server CPU per prediction, on / off | the log's CPU per record |")
+    print("|---|---:|---:|---:|---|---:|---:|")
     for scenario in costs:
         on, off = medians[(scenario, on_label)], medians[(scenario, off_label)]
         pairs = zip(groups[(scenario, on_label)], groups[(scenario, off_label)])
         each = ", ".join(f"{a[0] / b[0] - 1:+.0%}" for a, b in pairs)
-        print(f"| {scenario} | {int(on):,} | {int(off):,} | {1 - on / off:.1%} | {each} |")
+        cpu_on, cpu_off = median_cpu(groups[(scenario, on_label)]), median_cpu(groups[(scenario, off_label)])
+        cpu = f"{cpu_on:,.0f} / {cpu_off:,.0f} ns" if cpu_on and cpu_off else ""
+        extra = f"{cpu_on - cpu_off:+,.0f} ns" if cpu_on and cpu_off else ""
+        print(f"| {scenario} | {int(on):,} | {int(off):,} | {1 - on / off:.1%} | {each} | {cpu} | {extra} |")
 EOF
