@@ -444,9 +444,10 @@ pub struct ServePredictorArgs {
     #[arg(long, env = "LIGHTOPS_LOG_SPILL_DIR")]
     pub spill_dir: Option<PathBuf>,
     /// Log records held in memory while the sink is slow or down before further ones go to the
-    /// disk buffer (--spill-dir), which bounds the log's memory.
-    #[arg(long, env = "LIGHTOPS_LOG_QUEUE", default_value_t = 65_536)]
-    pub log_queue: usize,
+    /// disk buffer (--spill-dir), which bounds the log's memory [default: 65536 for Kinesis,
+    /// 1048576 (~240 MiB) for the local sink, which writes all it holds at once].
+    #[arg(long, env = "LIGHTOPS_LOG_QUEUE")]
+    pub log_queue: Option<usize>,
     /// How long log records gather in memory before one write sends them all (at most 200ms;
     /// 0 writes each request's records at once).
     #[arg(long, env = "LIGHTOPS_LOG_LINGER", default_value = "2ms", value_parser = humantime::parse_duration)]

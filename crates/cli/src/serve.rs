@@ -46,11 +46,10 @@ async fn predictor(global: &Global, args: ServePredictorArgs) -> anyhow::Result<
     } else {
         let target: lightops_predlog::SinkTarget = sink.parse().with_context(|| format!("--log-sink {sink}"))?;
         let spill_dir = args.spill_dir.unwrap_or_else(|| home.join("spill"));
-        Some(lightops_predlog::LogConfig {
-            queue_capacity: args.log_queue,
-            linger: args.log_linger,
-            ..lightops_predlog::LogConfig::new(target, spill_dir)
-        })
+        let mut config = lightops_predlog::LogConfig::new(target, spill_dir);
+        config.linger = args.log_linger;
+        config.queue_capacity = args.log_queue.unwrap_or(config.queue_capacity);
+        Some(config)
     };
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;

@@ -105,9 +105,13 @@ pub struct LogConfig {
     /// The disk buffer for records the sink cannot take right now; records left there by a
     /// previous run are sent first on start. One log per directory.
     pub spill_dir: PathBuf,
-    /// Records held in memory before further records go to the spill. Default 65,536 (about
-    /// 15 MiB). The local sink reaches it only when its disk is slower than the records come for a
-    /// while; the spill then bounds the memory (and relieves the log's disk if it is on another).
+    /// Records held in memory before further records go to the spill: the log's memory bound.
+    /// Default [`LogConfig::default_queue_capacity`]: 65,536 for Kinesis (~20 MiB), where the spill
+    /// takes the surplus off a slow network sink early, and 1,048,576 for the local sink (~240 MiB
+    /// of JSON lines), which writes everything pending at once and so holds up to what arrives
+    /// during one write; it reaches the capacity only when its disk is slower than the records come
+    /// for a while. Spilling then bounds the memory, at the price of more I/O on that disk (on
+    /// another disk, `spill_dir` relieves it instead).
     pub queue_capacity: usize,
     /// Local sink: a segment is closed before it would exceed this size. Default 64 MiB.
     pub segment_bytes: u64,
@@ -130,12 +134,20 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
+    /// The default [`LogConfig::queue_capacity`] for a target.
+    pub fn default_queue_capacity(target: &SinkTarget) -> usize {
+        match target {
+            SinkTarget::Kinesis { .. } => 65_536,
+            SinkTarget::Local(_) => 1 << 20,
+        }
+    }
+
     /// A configuration with the defaults for everything but the target and the spill directory.
     pub fn new(target: SinkTarget, spill_dir: impl Into<PathBuf>) -> Self {
         LogConfig {
+            queue_capacity: Self::default_queue_capacity(&target),
             target,
             spill_dir: spill_dir.into(),
-            queue_capacity: 65_536,
             segment_bytes: 64 * 1024 * 1024,
             segment_age: Duration::from_secs(3600),
             flush_interval: Duration::from_millis(200),
