@@ -450,7 +450,7 @@ pub struct ServePredictorArgs {
     pub log_queue: Option<usize>,
     /// How long log records gather in memory before one write sends them all (at most 200ms;
     /// 0 writes each request's records at once).
-    #[arg(long, env = "LIGHTOPS_LOG_LINGER", default_value = "2ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIGHTOPS_LOG_LINGER", default_value = "10ms", value_parser = humantime::parse_duration)]
     pub log_linger: std::time::Duration,
     /// How long shutdown waits for the log sink before leaving the rest in the disk buffer.
     #[arg(long, env = "LIGHTOPS_LOG_FLUSH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -121,8 +121,9 @@ pub struct LogConfig {
     pub flush_interval: Duration,
     /// How long the background task lets records gather after the first one arrives before it
     /// writes them: one write (or `PutRecords`) per linger instead of one per request, at busy
-    /// times. Records are in memory meanwhile and shutdown flushes them. Default 2 ms; zero sends
-    /// at once.
+    /// times. Records are in memory meanwhile and shutdown flushes them. Default 10 ms (2 ms cost
+    /// a tenth more server CPU per logged HTTP request, in wake-ups and device requests); zero
+    /// sends at once.
     pub linger: Duration,
     /// Wait before the first retry of a failed sink attempt; doubles on each further failure
     /// (with jitter). Default 100 ms.
@@ -151,7 +152,7 @@ impl LogConfig {
             segment_bytes: 64 * 1024 * 1024,
             segment_age: Duration::from_secs(3600),
             flush_interval: Duration::from_millis(200),
-            linger: Duration::from_millis(2),
+            linger: Duration::from_millis(10),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             kinesis: KinesisOptions::default(),
