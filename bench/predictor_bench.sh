@@ -10,11 +10,11 @@
 #
 # Prints a Markdown table: scenario, throughput (req/s, or predictions/s for streams), p50, p99,
 # errors, and for HTTP the lightops/Flask throughput ratio; then what the prediction log costs per
-# scenario: in throughput, and in the server's CPU time per prediction (from /proc/<pid>/stat,
-# which is steadier than throughput on a shared machine). The two lightops servers (log on the local sink, log off) run side by side and each
-# scenario alternates between them for --rounds rounds; the tables give the median round, so
-# a noisy neighbour slowing one run does not decide the comparison. Load generator and server
-# share the machine: on a small box the numbers measure both.
+# scenario: in throughput, and in the server's CPU time per prediction (from /proc/<pid>/stat).
+# The two lightops servers (log on the local sink, log off) run side by side; each round runs
+# every scenario on one, then the other, back to back, for --rounds rounds; the tables give the
+# median round, so a noisy neighbour slowing one run does not decide the comparison. Load
+# generator and server share the machine: on a small box the numbers measure both.
 #
 # Environment: LIGHTOPS (default target/release/lightops), LOADGEN (target/release/lightops-loadgen),
 # MODEL_ARTIFACT (skip training, serve this artifact), KEEP_WORKDIR=1 (keep logs and artifacts).
@@ -210,18 +210,27 @@ if [[ $RUN_LIGHTOPS == 1 ]]; then
   start_lightops local --log-dir "$WORK/predictions"
   start_lightops none --log-sink none
   LIGHTOPS_PROBE=$(probe "$BASE_local")
+  # Each scenario runs on both servers back to back, so that the two runs of a pair see the
+  # same conditions on a shared machine.
   for round in $(seq "$ROUNDS"); do
-    for label in local none; do
-      base=BASE_$label
-      pid=PID_$label
-      server="lightops (log: $label)"
-      log "round $round/$ROUNDS, $server"
-      run_wrk "HTTP POST /predict (wrk)" "$server" "${!base}" "${!pid}"
-      run_loadgen "gRPC Predict, unary" "$server" "${!base}" "${!pid}" --mode unary
-      run_loadgen "gRPC PredictStream, batch 1" "$server" "${!base}" "${!pid}" --mode stream --batch 1
-      run_loadgen "gRPC PredictStream, batch 100" "$server" "${!base}" "${!pid}" --mode stream --batch 100
-      # A round writes gigabytes of log: closed segments go (the server never touches them again).
-      rm -f "$WORK"/predictions/predictions-*.jsonl
+    for scenario in http unary stream1 stream100; do
+      for label in local none; do
+        base=BASE_$label
+        pid=PID_$label
+        server="lightops (log: $label)"
+        log "round $round/$ROUNDS, $server"
+        case $scenario in
+          http) run_wrk "HTTP POST /predict (wrk)" "$server" "${!base}" "${!pid}" ;;
+          unary) run_loadgen "gRPC Predict, unary" "$server" "${!base}" "${!pid}" --mode unary ;;
+          stream1)
+            run_loadgen "gRPC PredictStream, batch 1" "$server" "${!base}" "${!pid}" --mode stream --batch 1 ;;
+          stream100)
+            run_loadgen "gRPC PredictStream, batch 100" "$server" "${!base}" "${!pid}" --mode stream --batch 100 ;;
+        esac
+        # A run writes up to gigabytes of log: closed segments go (the server never touches
+        # them again).
+        rm -f "$WORK"/predictions/predictions-*.jsonl
+      done
     done
   done
   curl -sf "$BASE_local/metrics" | grep '^lightops_predictor_log_' >"$WORK/log-counters.txt" || true
