@@ -197,26 +197,44 @@ impl PredictionLog {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Encoded> = std::cell::RefCell::default();
         }
-        SCRATCH.with_borrow_mut(|scratch| {
-            scratch.lines.clear();
-            scratch.count = 0;
-            for record in records {
-                scratch.push(&record);
-            }
-            if scratch.count == 0 {
-                return;
-            }
-            self.enqueue(scratch.count, |inbox| match inbox.last_mut() {
-                Some(chunk) => {
-                    chunk.lines.extend_from_slice(&scratch.lines);
-                    chunk.count += scratch.count;
+        let mut records = Some(records);
+        let _ = SCRATCH.try_with(|scratch| {
+            // Busy when the records' iterator itself logs: then a buffer of its own (below).
+            if let Ok(mut scratch) = scratch.try_borrow_mut()
+                && let Some(records) = records.take()
+            {
+                self.log_lines(&mut scratch, records);
+                // A request with a huge batch should not keep its memory on this thread.
+                if scratch.lines.capacity() > 1 << 20 {
+                    *scratch = Encoded::default();
                 }
-                None => inbox.push(scratch.clone()),
-            });
-            // A request with a huge batch should not keep its memory on this thread.
-            if scratch.lines.capacity() > 1 << 20 {
-                *scratch = Encoded::default();
             }
+        });
+        if let Some(records) = records.take() {
+            self.log_lines(&mut Encoded::default(), records);
+        }
+    }
+
+    /// Encodes records into `scratch` (emptied first), then appends its lines to the inbox.
+    fn log_lines<S, I>(&self, scratch: &mut Encoded, records: I)
+    where
+        S: AsRef<str>,
+        I: IntoIterator<Item = PredictionRecord<S>>,
+    {
+        scratch.lines.clear();
+        scratch.count = 0;
+        for record in records {
+            scratch.push(&record);
+        }
+        if scratch.count == 0 {
+            return;
+        }
+        self.enqueue(scratch.count, |inbox| match inbox.last_mut() {
+            Some(chunk) => {
+                chunk.lines.extend_from_slice(&scratch.lines);
+                chunk.count += scratch.count;
+            }
+            None => inbox.push(scratch.clone()),
         });
     }
 

@@ -423,6 +423,8 @@ impl Worker {
     async fn deliver(&mut self, mut batch: Batch) -> Delivery {
         let stats = self.buffers.shared.stats.clone();
         loop {
+            // Counted before sending: the local sink cuts a chunk it wrote partly to the rest.
+            let before = record_count(&batch.records);
             let attempt = pump(&mut self.buffers, &mut self.control, self.sink.send(&mut batch.records)).await;
             let Some(result) = attempt else {
                 self.abandon(batch);
@@ -440,7 +442,6 @@ impl Worker {
                 }
                 Ok(failed) => {
                     stats.sink_errors.fetch_add(1, Relaxed);
-                    let before = record_count(&batch.records);
                     let mut retry = Vec::with_capacity(failed.len());
                     let mut failed = failed.into_iter().peekable();
                     for (index, record) in batch.records.drain(..).enumerate() {

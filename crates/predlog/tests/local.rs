@@ -178,3 +178,25 @@ async fn concurrent_callers_lose_nothing() {
     ids.sort();
     assert_eq!(ids, expected(0..THREADS * PER_THREAD));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_iterator_that_logs_itself_is_logged_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PredictionLog::start(config(dir.path())).await.unwrap();
+    // The nested calls find the thread's encoding buffer in use and take one of their own.
+    let nested = log.clone();
+    let outer: Vec<_> = (0..3).map(record).collect();
+    log.log_all(outer.iter().map(|record| {
+        let inner =
+            lightops_predlog::PredictionRecord { ride_id: format!("inner-{}", record.ride_id), ..record.clone() };
+        nested.log(inner);
+        record.as_view()
+    }));
+    let counters = log.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((counters.queued, counters.sent, counters.dropped), (6, 6, 0));
+    let mut ids = ride_ids(&read_segments(&dir.path().join("logs")).0);
+    ids.sort();
+    let mut expected: Vec<String> = expected(0..3).into_iter().flat_map(|id| [format!("inner-{id}"), id]).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+}

@@ -71,17 +71,7 @@ impl AppendFile {
             return Ok(());
         }
         let Some(direct) = &self.direct else {
-            // Page cache only: the tail stays empty.
-            return match self.file.write_all_at(data, self.blocks) {
-                Ok(()) => {
-                    self.blocks += data.len() as u64;
-                    Ok(())
-                }
-                Err(error) => {
-                    let _ = self.file.set_len(self.blocks);
-                    Err(error)
-                }
-            };
+            return self.append_buffered(data);
         };
         if self.tail.len() + data.len() < BLOCK {
             self.tail.extend_from_slice(data);
@@ -121,25 +111,40 @@ impl AppendFile {
                 // where the file already has them).
                 info!(%error, "direct writes refused; writing the prediction log through the page cache");
                 self.direct = None;
-                let mut all = std::mem::take(&mut self.tail);
-                all.extend_from_slice(data);
-                self.tail_written = 0;
-                match self.file.write_all_at(&all, self.blocks) {
-                    Ok(()) => {
-                        self.blocks += all.len() as u64;
-                        Ok(())
-                    }
-                    Err(error) => {
-                        all.truncate(all.len() - data.len());
-                        self.tail = all;
-                        let _ = self.file.set_len(self.blocks);
-                        Err(error)
-                    }
-                }
+                self.append_buffered(data)
             }
             Err(error) => {
                 // Back to what was in the file before.
                 let _ = self.file.set_len(self.blocks + self.tail_written as u64);
+                Err(error)
+            }
+        }
+    }
+
+    /// Appends through the page cache: the tail still in memory (after the last whole block; only
+    /// left when direct writes were refused), then `data`. The tail stays empty from then on.
+    fn append_buffered(&mut self, data: &[u8]) -> io::Result<()> {
+        let written = if self.tail.is_empty() {
+            self.file.write_all_at(data, self.blocks)
+        } else {
+            let mut all = std::mem::take(&mut self.tail);
+            all.extend_from_slice(data);
+            let written = self.file.write_all_at(&all, self.blocks);
+            all.truncate(all.len() - data.len());
+            self.tail = all;
+            written
+        };
+        match written {
+            Ok(()) => {
+                self.blocks += (self.tail.len() + data.len()) as u64;
+                self.tail.clear();
+                self.tail_written = 0;
+                Ok(())
+            }
+            Err(error) => {
+                // The tail stays in memory; the file goes back to the whole blocks.
+                let _ = self.file.set_len(self.blocks);
+                self.tail_written = 0;
                 Err(error)
             }
         }
@@ -159,6 +164,14 @@ impl AppendFile {
     pub fn sync_all(&mut self) -> io::Result<()> {
         self.flush()?;
         self.file.sync_all()
+    }
+}
+
+impl Drop for AppendFile {
+    /// Writes the end still in memory (best effort): lines counted as sent must be in the file
+    /// even when the writer goes away without closing it.
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 

@@ -192,14 +192,19 @@ impl LocalSink {
     /// writing tens of megabytes to the disk, during which the records would pile up in memory.
     /// Readers tell a finished `.open` segment by the newer segment after it.
     fn retire(&mut self) {
-        let Some(segment) = self.segment.take() else { return };
+        let Some(mut segment) = self.segment.take() else { return };
+        // Its end first (cheap), so that it is whole by the time a newer segment exists; the
+        // closing thread retries on failure.
+        if let Err(error) = segment.file.flush() {
+            warn!(segment = %segment.open_path.display(), %error, "cannot write the end of the log segment; retrying");
+        }
         let dir = self.dir.clone();
         self.closing.retain(|closer| !closer.is_finished());
         let spawned =
             std::thread::Builder::new().name("predlog-close".into()).spawn(move || close_segment(segment, &dir));
         match spawned {
             Ok(closer) => self.closing.push(closer),
-            // The segment was moved into the failed closure and dropped (closed without an
+            // The segment was moved into the failed closure and dropped (its end written, no
             // fsync); its lines are in the `.open` file, which the next start closes.
             Err(error) => error!(%error, "cannot start a thread to close a log segment"),
         }
