@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
 use crate::log::Shared;
-use crate::sink::{Encoded, Sink, record_count};
+use crate::sink::{Encoded, LOCAL_BATCH_BYTES, Sink, record_count};
 use crate::spill::Spill;
 
 /// How long the task keeps going when every handle was dropped without a shutdown.
@@ -90,8 +90,8 @@ struct Buffers {
 
 /// Chunk buffers kept for reuse: one being filled by the callers while another is written.
 const RECYCLE_BUFFERS: usize = 2;
-/// The largest chunk buffer kept for reuse (the local sink's batch limit).
-const RECYCLE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// The largest chunk buffer kept for reuse: the local sink's batch limit.
+const RECYCLE_MAX_BYTES: usize = LOCAL_BATCH_BYTES;
 
 impl Buffers {
     /// Takes everything from the inbox: into `pending`, or the spill when it is not empty, when

@@ -7,6 +7,10 @@ pub(crate) mod local;
 use crate::config::KINESIS_MAX_RECORD_BYTES;
 use crate::record::PredictionRecord;
 
+/// The most the local sink writes in one batch: everything pending, up to this (what accumulates
+/// while the task waits for a core under a heavy load).
+pub(crate) const LOCAL_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
 /// Records serialized by the callers of [`PredictionLog::log`](crate::PredictionLog::log), ready
 /// for any sink or the spill.
 ///
@@ -28,11 +32,12 @@ impl Encoded {
     /// Serializes one record; `keyed` computes the Kinesis partition key.
     pub fn new<S: AsRef<str>>(record: &PredictionRecord<S>, keyed: bool) -> Self {
         // Most records are 200–260 bytes: one allocation instead of growing from 128.
-        let mut lines = Vec::with_capacity(320);
-        record.write_json(&mut lines);
-        lines.push(b'\n');
-        let key = if keyed { partition_key(record.ride_id.as_ref()) } else { String::new() };
-        Encoded { lines, count: 1, key }
+        let mut encoded = Encoded { lines: Vec::with_capacity(320), count: 0, key: String::new() };
+        encoded.push(record);
+        if keyed {
+            encoded.key = partition_key(record.ride_id.as_ref());
+        }
+        encoded
     }
 
     /// Wraps one already serialized record (a line read back from the spill, without its newline).
@@ -44,7 +49,7 @@ impl Encoded {
         Encoded { lines, count: 1, key }
     }
 
-    /// Appends one record's line to this chunk (unkeyed only).
+    /// Appends one record's line to this chunk (a keyed chunk holds only one).
     pub fn push<S: AsRef<str>>(&mut self, record: &PredictionRecord<S>) {
         record.write_json(&mut self.lines);
         self.lines.push(b'\n');
@@ -105,9 +110,7 @@ impl Sink {
     /// The most records and bytes ([`Encoded::size`]) one batch may hold.
     pub fn batch_limits(&self) -> (usize, usize) {
         match self {
-            // Everything pending, up to 64 MiB (what accumulates while the task waits for a core
-            // under a heavy load).
-            Sink::Local(_) => (usize::MAX, 64 * 1024 * 1024),
+            Sink::Local(_) => (usize::MAX, LOCAL_BATCH_BYTES),
             Sink::Kinesis(sink) => sink.batch_limits(),
         }
     }
