@@ -33,7 +33,7 @@ pub use config::{
 };
 pub use consumer::{Batch, DeadLetter, LogSource, Position, SourceCounters, SourceError, SourceResult, SourceTarget};
 pub use log::{Counters, PredictionLog};
-pub use record::{PredictionRecord, RideFeatures, SCHEMA_VERSION};
+pub use record::{LineWriter, PredictionRecord, RideFeatures, SCHEMA_VERSION};
 
 /// Errors of the prediction log.
 #[derive(Debug, thiserror::Error)]
@@ -83,14 +83,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The counters behind [`Counters`], shared by the caller side and the background task.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    pub queued: AtomicU64,
     pub sent: AtomicU64,
     pub spilled: AtomicU64,
     pub dropped: AtomicU64,
     pub sink_errors: AtomicU64,
     pub recovered: AtomicU64,
     pub corrupt: AtomicU64,
-    /// Records in memory: accepted by `log()` and neither sent, spilled nor dropped.
+    /// Records the background task holds in memory, neither sent, spilled nor dropped (those still
+    /// in the inbox are counted there).
     pub memory: AtomicU64,
     /// Records in the spill not yet sent.
     pub backlog: AtomicU64,

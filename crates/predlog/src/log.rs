@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use crate::config::{LogConfig, SinkTarget};
-use crate::record::PredictionRecord;
+use crate::record::{LineWriter, PredictionRecord};
 use crate::sink::kinesis::KinesisSink;
 use crate::sink::local::LocalSink;
 use crate::sink::{Encoded, Sink};
@@ -55,6 +55,12 @@ pub(crate) struct Inbox {
     /// rather than queued on the one background task): a chunk per record for Kinesis, one
     /// growing chunk of lines for the local sink.
     pub records: Vec<Encoded>,
+    /// Records in `records`. Kept here, under the lock the callers take anyway, rather than in
+    /// [`Stats::memory`]: an atomic shared with the background task's core cost each request more
+    /// than the rest of the hand-off. The task moves it to `Stats::memory` when it takes them.
+    pub count: u64,
+    /// Records accepted since start ([`Counters::queued`]), for the same reason.
+    pub queued: u64,
     /// Set by shutdown; checked under the lock so no record slips in after the last drain.
     pub closed: bool,
 }
@@ -144,7 +150,7 @@ impl PredictionLog {
                 .map_err(|error| Error::Startup(error.to_string()))??
         };
         let shared = Arc::new(Shared {
-            inbox: Mutex::new(Inbox { records: Vec::with_capacity(4096), closed: false }),
+            inbox: Mutex::new(Inbox { records: Vec::with_capacity(4096), count: 0, queued: 0, closed: false }),
             notify: Notify::new(),
             stats,
             keyed: sink.keyed(),
@@ -195,7 +201,7 @@ impl PredictionLog {
         // The local sink takes lines: encode them into this thread's scratch buffer, outside the
         // lock, then append them to the inbox's last chunk. No allocation per record or request.
         thread_local! {
-            static SCRATCH: std::cell::RefCell<Encoded> = std::cell::RefCell::default();
+            static SCRATCH: std::cell::RefCell<(Encoded, LineWriter)> = std::cell::RefCell::default();
         }
         let mut records = Some(records);
         let _ = SCRATCH.try_with(|scratch| {
@@ -203,20 +209,21 @@ impl PredictionLog {
             if let Ok(mut scratch) = scratch.try_borrow_mut()
                 && let Some(records) = records.take()
             {
-                self.log_lines(&mut scratch, records);
+                let (lines, writer) = &mut *scratch;
+                self.log_lines(lines, writer, records);
                 // A request with a huge batch should not keep its memory on this thread.
-                if scratch.lines.capacity() > 1 << 20 {
-                    *scratch = Encoded::default();
+                if lines.lines.capacity() > 1 << 20 {
+                    *lines = Encoded::default();
                 }
             }
         });
         if let Some(records) = records.take() {
-            self.log_lines(&mut Encoded::default(), records);
+            self.log_lines(&mut Encoded::default(), &mut LineWriter::default(), records);
         }
     }
 
     /// Encodes records into `scratch` (emptied first), then appends its lines to the inbox.
-    fn log_lines<S, I>(&self, scratch: &mut Encoded, records: I)
+    fn log_lines<S, I>(&self, scratch: &mut Encoded, writer: &mut LineWriter, records: I)
     where
         S: AsRef<str>,
         I: IntoIterator<Item = PredictionRecord<S>>,
@@ -224,7 +231,7 @@ impl PredictionLog {
         scratch.lines.clear();
         scratch.count = 0;
         for record in records {
-            scratch.push(&record);
+            scratch.push_with(writer, &record);
         }
         if scratch.count == 0 {
             return;
@@ -252,10 +259,9 @@ impl PredictionLog {
             }
             return;
         }
-        shared.stats.queued.fetch_add(count, Relaxed);
-        shared.stats.memory.fetch_add(count, Relaxed);
-        // The local sink's inbox may hold an empty chunk, handed back for reuse.
-        let was_empty = inbox.records.first().is_none_or(|chunk| chunk.count == 0);
+        inbox.queued += count;
+        let was_empty = inbox.count == 0;
+        inbox.count += count;
         add(&mut inbox.records);
         drop(inbox);
         if was_empty {
@@ -265,16 +271,19 @@ impl PredictionLog {
 
     /// The counters now.
     pub fn counters(&self) -> Counters {
-        let stats = &self.inner.shared.stats;
+        let shared = &self.inner.shared;
+        let stats = &shared.stats;
+        // Under the lock: the background task moves the inbox's count to `memory` under it too.
+        let inbox = shared.inbox();
         Counters {
-            queued: stats.queued.load(Relaxed),
+            queued: inbox.queued,
             sent: stats.sent.load(Relaxed),
             spilled: stats.spilled.load(Relaxed),
             dropped: stats.dropped.load(Relaxed),
             sink_errors: stats.sink_errors.load(Relaxed),
             recovered: stats.recovered.load(Relaxed),
             corrupt: stats.corrupt.load(Relaxed),
-            queue_depth: stats.memory.load(Relaxed),
+            queue_depth: stats.memory.load(Relaxed) + inbox.count,
             spill_backlog: stats.backlog.load(Relaxed),
         }
     }

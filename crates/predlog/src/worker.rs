@@ -104,9 +104,11 @@ impl Buffers {
         }
         let mut taken = {
             let mut inbox = self.shared.inbox();
-            if inbox.records.first().is_none_or(|chunk| chunk.count == 0) {
+            if inbox.count == 0 {
                 return;
             }
+            // Under the lock, so that the counters never miss these records.
+            self.shared.stats.memory.fetch_add(std::mem::take(&mut inbox.count), Relaxed);
             std::mem::replace(&mut inbox.records, std::mem::take(&mut self.spare))
         };
         let stats = &self.shared.stats;
@@ -529,7 +531,7 @@ impl Worker {
         let stats = &self.buffers.shared.stats;
         info!(
             sink = self.sink.describe(),
-            queued = stats.queued.load(Relaxed),
+            queued = self.buffers.shared.inbox().queued,
             sent = stats.sent.load(Relaxed),
             spilled = stats.spilled.load(Relaxed),
             dropped = stats.dropped.load(Relaxed),

@@ -5,7 +5,7 @@ pub(crate) mod kinesis;
 pub(crate) mod local;
 
 use crate::config::KINESIS_MAX_RECORD_BYTES;
-use crate::record::PredictionRecord;
+use crate::record::{LineWriter, PredictionRecord};
 
 /// The most the local sink writes in one batch: everything pending, up to this (what accumulates
 /// while the task waits for a core under a heavy load).
@@ -52,6 +52,13 @@ impl Encoded {
     /// Appends one record's line to this chunk (a keyed chunk holds only one).
     pub fn push<S: AsRef<str>>(&mut self, record: &PredictionRecord<S>) {
         record.write_json(&mut self.lines);
+        self.lines.push(b'\n');
+        self.count += 1;
+    }
+
+    /// Like [`Encoded::push`], through `writer` (which reuses what records share).
+    pub fn push_with<S: AsRef<str>>(&mut self, writer: &mut LineWriter, record: &PredictionRecord<S>) {
+        writer.write(record, &mut self.lines);
         self.lines.push(b'\n');
         self.count += 1;
     }
