@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use crate::config::{LogConfig, SinkTarget};
-use crate::record::{LineWriter, PredictionRecord};
+use crate::record::{LineWriter, PredictionRecord, RequestFields, RideFields};
 use crate::sink::kinesis::KinesisSink;
 use crate::sink::local::LocalSink;
 use crate::sink::{Encoded, Sink};
@@ -198,41 +198,66 @@ impl PredictionLog {
             });
             return;
         }
-        // The local sink takes lines: encode them into this thread's scratch buffer, outside the
-        // lock, then append them to the inbox's last chunk. No allocation per record or request.
+        self.log_lines(|lines, _| {
+            for record in records {
+                lines.push(&record);
+            }
+        });
+    }
+
+    /// Logs the records of one request's rides, in order: like [`PredictionLog::log_all`] with
+    /// [`RideFields::record`] for each ride, cheaper (for the local sink, the text the rides share
+    /// is written once per request, and the model's once per model).
+    pub fn log_request<'a, I>(&self, request: RequestFields<'_>, rides: I)
+    where
+        I: IntoIterator<Item = RideFields<'a>>,
+    {
+        if self.inner.shared.keyed {
+            self.log_all(rides.into_iter().map(|ride| ride.record(&request)));
+            return;
+        }
+        self.log_lines(|lines, writer| {
+            writer.begin(&request);
+            for ride in rides {
+                lines.push_ride(writer, &ride);
+            }
+        });
+    }
+
+    /// Encodes lines with `encode` into this thread's scratch buffer, outside the lock, then
+    /// appends them to the inbox's last chunk: no allocation per record or request.
+    fn log_lines(&self, encode: impl FnOnce(&mut Encoded, &mut LineWriter)) {
         thread_local! {
             static SCRATCH: std::cell::RefCell<(Encoded, LineWriter)> = std::cell::RefCell::default();
         }
-        let mut records = Some(records);
+        let mut encode = Some(encode);
         let _ = SCRATCH.try_with(|scratch| {
             // Busy when the records' iterator itself logs: then a buffer of its own (below).
             if let Ok(mut scratch) = scratch.try_borrow_mut()
-                && let Some(records) = records.take()
+                && let Some(encode) = encode.take()
             {
                 let (lines, writer) = &mut *scratch;
-                self.log_lines(lines, writer, records);
+                self.encode_and_enqueue(lines, writer, encode);
                 // A request with a huge batch should not keep its memory on this thread.
                 if lines.lines.capacity() > 1 << 20 {
                     *lines = Encoded::default();
                 }
             }
         });
-        if let Some(records) = records.take() {
-            self.log_lines(&mut Encoded::default(), &mut LineWriter::default(), records);
+        if let Some(encode) = encode.take() {
+            self.encode_and_enqueue(&mut Encoded::default(), &mut LineWriter::default(), encode);
         }
     }
 
-    /// Encodes records into `scratch` (emptied first), then appends its lines to the inbox.
-    fn log_lines<S, I>(&self, scratch: &mut Encoded, writer: &mut LineWriter, records: I)
-    where
-        S: AsRef<str>,
-        I: IntoIterator<Item = PredictionRecord<S>>,
-    {
+    fn encode_and_enqueue(
+        &self,
+        scratch: &mut Encoded,
+        writer: &mut LineWriter,
+        encode: impl FnOnce(&mut Encoded, &mut LineWriter),
+    ) {
         scratch.lines.clear();
         scratch.count = 0;
-        for record in records {
-            scratch.push_with(writer, &record);
-        }
+        encode(scratch, writer);
         if scratch.count == 0 {
             return;
         }

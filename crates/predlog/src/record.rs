@@ -3,6 +3,8 @@
 //! The wire format (one JSON object per line or per Kinesis record) is documented in
 //! `docs/prediction-log.md`; changing a field's name, type or meaning requires a new schema version.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -127,69 +129,150 @@ fn f64_json(out: &mut Vec<u8>, value: f64) {
     }
 }
 
-/// Writes records' lines one after another like [`PredictionRecord::write_json`], reusing the
-/// text of the fields a request's rides share (model name, version, latency) instead of writing
-/// them again for each ride.
+/// The model a request was answered with, as its records name it.
 ///
-/// The shared text is kept in the writer itself, not on the heap: in a profile of the predictor a
-/// small heap string compared per record missed the cache on every call (small blocks of the
-/// allocator share cache lines with blocks other threads write), which cost more than writing the
-/// text again.
+/// Shared behind an `Arc`: [`PredictionLog::log_request`](crate::PredictionLog::log_request) tells
+/// by identity that a request used the same model as the one before, and reuses that model's text
+/// without reading its strings again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelId {
+    /// The registered model's name (or the artifact's name when unregistered).
+    pub name: String,
+    /// The registered model version, e.g. `"3"`; empty for an unregistered artifact.
+    pub version: String,
+}
+
+/// What all the records of one request share.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFields<'a> {
+    /// The model that answered the request.
+    pub model: &'a Arc<ModelId>,
+    /// When the predictor received the request (ms since the Unix epoch).
+    pub received_at_ms: i64,
+    /// Time spent serving the request, in microseconds.
+    pub latency_us: u64,
+}
+
+/// The fields of one ride's record that are its own.
+#[derive(Debug, Clone, Copy)]
+pub struct RideFields<'a> {
+    /// The ride's id; empty when the client gave none.
+    pub ride_id: &'a str,
+    /// The ride's own time (ms since the Unix epoch) when the client gave one.
+    pub event_time_ms: Option<i64>,
+    /// The features the model was given.
+    pub features: RideFeatures,
+    /// The predicted trip duration, in minutes.
+    pub prediction: f64,
+}
+
+impl<'a> RideFields<'a> {
+    /// The ride's whole record in `request`.
+    pub fn record<'r>(self, request: &RequestFields<'r>) -> PredictionRecord<&'r str>
+    where
+        'a: 'r,
+    {
+        let model: &'r ModelId = request.model;
+        PredictionRecord {
+            schema: SCHEMA_VERSION,
+            ride_id: self.ride_id,
+            event_time_ms: self.event_time_ms,
+            received_at_ms: request.received_at_ms,
+            features: self.features,
+            prediction: self.prediction,
+            model_name: &model.name,
+            model_version: &model.version,
+            latency_us: request.latency_us,
+        }
+    }
+}
+
+/// Writes the lines of a request's records: the text the rides share (model, latency) once per
+/// request, the rest per ride. Byte for byte what [`PredictionRecord::write_json`] writes.
+///
+/// Kept per thread by the log. The shared text lives in the writer itself and the model is
+/// recognised by its `Arc`: in a profile of the predictor, reading the model's name (a small heap
+/// string whose cache line other threads' allocations kept writing) missed the cache on every
+/// record, which cost more than writing the text.
 #[derive(Debug)]
-pub struct LineWriter {
-    /// `,"model_name":"…","model_version":"…","latency_us":N}` of the last record, when its name
-    /// and version needed no escaping (so they appear in it as they are) and it fits.
+pub(crate) struct LineWriter {
+    /// The model whose text starts `tail`.
+    model: Option<Arc<ModelId>>,
+    /// `,"model_name":"…","model_version":"…"` then `,"latency_us":N}` for the current request.
     tail: [u8; TAIL_CAPACITY],
-    /// Bytes of `tail` in use; 0 when nothing is kept.
+    /// Bytes of `tail` that are the model's text.
+    model_len: usize,
+    /// Bytes of `tail` in use; 0 when the text does not fit (then it is written for each ride).
     len: usize,
-    name_len: usize,
-    version_len: usize,
+    /// The current request's received time and latency.
+    received_at_ms: i64,
     latency_us: u64,
 }
 
 /// The longest shared text kept: model names and versions are short.
-const TAIL_CAPACITY: usize = 192;
-const NAME_AT: usize = ",\"model_name\":\"".len();
-const VERSION_GAP: usize = "\",\"model_version\":\"".len();
+const TAIL_CAPACITY: usize = 256;
 
 impl Default for LineWriter {
     fn default() -> Self {
-        LineWriter { tail: [0; TAIL_CAPACITY], len: 0, name_len: 0, version_len: 0, latency_us: 0 }
+        LineWriter { model: None, tail: [0; TAIL_CAPACITY], model_len: 0, len: 0, received_at_ms: 0, latency_us: 0 }
     }
 }
 
 impl LineWriter {
-    /// Appends `record`'s JSON line (without the newline) to `out`.
-    pub fn write<S: AsRef<str>>(&mut self, record: &PredictionRecord<S>, out: &mut Vec<u8>) {
-        record.write_head(out);
-        let (name, version) = (record.model_name.as_ref().as_bytes(), record.model_version.as_ref().as_bytes());
-        let version_at = NAME_AT + self.name_len + VERSION_GAP;
-        if self.len > 0
-            && self.latency_us == record.latency_us
-            && self.name_len == name.len()
-            && self.version_len == version.len()
-            && &self.tail[NAME_AT..NAME_AT + name.len()] == name
-            && &self.tail[version_at..version_at + version.len()] == version
-        {
-            out.extend_from_slice(&self.tail[..self.len]);
-            return;
+    /// Prepares the shared text of `request`'s records.
+    pub fn begin(&mut self, request: &RequestFields<'_>) {
+        self.received_at_ms = request.received_at_ms;
+        self.latency_us = request.latency_us;
+        if !self.model.as_ref().is_some_and(|model| Arc::ptr_eq(model, request.model)) {
+            let mut text = Vec::with_capacity(TAIL_CAPACITY);
+            text.extend_from_slice(b",\"model_name\":");
+            str_json(&mut text, &request.model.name);
+            text.extend_from_slice(b",\"model_version\":");
+            str_json(&mut text, &request.model.version);
+            self.model = Some(request.model.clone());
+            self.model_len = text.len();
+            if let Some(to) = self.tail.get_mut(..text.len()) {
+                to.copy_from_slice(&text);
+            } else {
+                self.model_len = 0;
+            }
         }
-        let start = out.len();
-        record.write_tail(out);
-        let written = &out[start..];
-        let version_at = NAME_AT + name.len() + VERSION_GAP;
-        // Kept only if the name and version were written as they are (no escapes).
-        let plain = written.len() <= TAIL_CAPACITY
-            && written.get(NAME_AT..NAME_AT + name.len()) == Some(name)
-            && written.get(NAME_AT + name.len()) == Some(&b'"')
-            && written.get(version_at..version_at + version.len()) == Some(version)
-            && written.get(version_at + version.len()) == Some(&b'"');
-        if plain {
-            self.tail[..written.len()].copy_from_slice(written);
-            (self.len, self.name_len, self.version_len) = (written.len(), name.len(), version.len());
-            self.latency_us = record.latency_us;
-        } else {
-            self.len = 0;
+        self.len = 0;
+        if self.model_len > 0 {
+            let latency = *b",\"latency_us\":";
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(request.latency_us).as_bytes();
+            let end = self.model_len + latency.len() + digits.len() + 1;
+            if let Some(to) = self.tail.get_mut(self.model_len..end) {
+                to[..latency.len()].copy_from_slice(&latency);
+                to[latency.len()..latency.len() + digits.len()].copy_from_slice(digits);
+                to[latency.len() + digits.len()] = b'}';
+                self.len = end;
+            }
+        }
+    }
+
+    /// Appends the line of `ride` (without the newline) in the request given to `begin`.
+    pub fn write(&self, ride: &RideFields<'_>, out: &mut Vec<u8>) {
+        let record = PredictionRecord {
+            schema: SCHEMA_VERSION,
+            ride_id: ride.ride_id,
+            event_time_ms: ride.event_time_ms,
+            received_at_ms: self.received_at_ms,
+            features: ride.features,
+            prediction: ride.prediction,
+            model_name: "",
+            model_version: "",
+            latency_us: self.latency_us,
+        };
+        record.write_head(out);
+        match (self.len, &self.model) {
+            (0, Some(model)) => {
+                let record =
+                    PredictionRecord { model_name: model.name.as_str(), model_version: &model.version, ..record };
+                record.write_tail(out);
+            }
+            _ => out.extend_from_slice(&self.tail[..self.len]),
         }
     }
 }
@@ -302,27 +385,41 @@ mod tests {
 
     #[test]
     fn the_line_writer_writes_what_each_record_writes_alone() {
-        let mut records = Vec::new();
-        for (latency_us, model_version) in [(87, "3"), (87, "3"), (12, "3"), (12, "4"), (12, "4"), (87, "3")] {
-            let mut next = record();
-            next.latency_us = latency_us;
-            next.model_version = model_version.into();
-            next.ride_id = format!("ride-{}", records.len());
-            records.push(next);
-        }
-        records[5].model_name = "other".into();
-        for model_name in ["needs \"escaping\"", "needs \"escaping\"", &"long".repeat(60), &"long".repeat(60), "short"]
-        {
-            let mut next = record();
-            next.model_name = model_name.into();
-            records.push(next);
-        }
-        records.push(record());
+        let plain = Arc::new(ModelId { name: "trip_duration".into(), version: "3".into() });
+        let escaped = Arc::new(ModelId { name: "needs \"escaping\"".into(), version: "4".into() });
+        let long = Arc::new(ModelId { name: "long".repeat(70), version: "5".into() });
+        let same_text = Arc::new(ModelId { name: "trip_duration".into(), version: "3".into() });
         let mut writer = LineWriter::default();
-        for record in &records {
-            let mut line = Vec::new();
-            writer.write(record, &mut line);
-            assert_eq!(String::from_utf8(line), String::from_utf8(record.to_json()));
+        let requests = [
+            (&plain, 87),
+            (&plain, 87),
+            (&plain, 12),
+            (&escaped, 12),
+            (&long, 12),
+            (&long, 9),
+            (&same_text, 9),
+            (&plain, 123_456),
+        ];
+        for (index, (model, latency_us)) in requests.into_iter().enumerate() {
+            let request = RequestFields { model, received_at_ms: 1_700_000_000_000 + index as i64, latency_us };
+            writer.begin(&request);
+            for ride in 0..3 {
+                let ride_id = format!("ride-{index}-{ride}");
+                let fields = RideFields {
+                    ride_id: &ride_id,
+                    event_time_ms: (ride != 1).then_some(1_600_000_000_000),
+                    features: RideFeatures {
+                        pu_location_id: ride,
+                        do_location_id: 151,
+                        trip_distance: 1.5 * ride as f64,
+                    },
+                    prediction: 12.25 + ride as f64 / 3.0,
+                };
+                let mut line = Vec::new();
+                writer.write(&fields, &mut line);
+                let alone = fields.record(&request).to_json();
+                assert_eq!(String::from_utf8(line), String::from_utf8(alone), "request {index}, ride {ride}");
+            }
         }
     }
 

@@ -40,8 +40,8 @@ impl PredictorService {
             .collect();
         Ok(pb::PredictBatchResponse {
             predictions,
-            model_name: model.name.clone(),
-            model_version: model.version.clone(),
+            model_name: model.id.name.clone(),
+            model_version: model.id.version.clone(),
         })
     }
 }
@@ -81,8 +81,8 @@ impl pb::predictor_server::Predictor for PredictorService {
         let [ride] = rides;
         Ok(Response::new(pb::PredictResponse {
             prediction: Some(pb::Prediction { ride_id: ride.ride_id, duration }),
-            model_name: model.name.clone(),
-            model_version: model.version.clone(),
+            model_name: model.id.name.clone(),
+            model_version: model.id.version.clone(),
         }))
     }
 
@@ -126,8 +126,8 @@ impl pb::predictor_server::Predictor for PredictorService {
         let model = self.predictor.model()?;
         Ok(Response::new(pb::ServingModel {
             model: Some(common::ModelRef {
-                name: model.name.clone(),
-                version: model.version.clone(),
+                name: model.id.name.clone(),
+                version: model.id.version.clone(),
                 source: model.source.clone(),
                 sha256: model.sha256.clone(),
                 run_id: model.run_id.clone(),

@@ -67,7 +67,7 @@ async fn predict(State(state): State<HttpState>, headers: HeaderMap, body: Body)
         let answer = Answer {
             prediction: Duration { duration },
             ride_id: given_id.then_some(rides[0].ride_id.as_str()),
-            model_version: &model.version,
+            model_version: &model.id.version,
         };
         Ok::<_, Error>(axum::Json(answer).into_response())
     };
@@ -168,7 +168,7 @@ fn kind(value: &Value) -> &'static str {
 
 async fn ready(State(state): State<HttpState>) -> Response {
     match state.predictor.model() {
-        Ok(model) => axum::Json(serde_json::json!({"ready": true, "model": model.name, "version": model.version}))
+        Ok(model) => axum::Json(serde_json::json!({"ready": true, "model": model.id.name, "version": model.id.version}))
             .into_response(),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -226,8 +226,8 @@ impl OtelMetrics {
             .with_callback(move |gauge| {
                 if let Some(model) = serving.upgrade().and_then(|slot| slot.current()) {
                     let attributes = [
-                        KeyValue::new("name", model.name.clone()),
-                        KeyValue::new("version", model.version.clone()),
+                        KeyValue::new("name", model.id.name.clone()),
+                        KeyValue::new("version", model.id.version.clone()),
                         KeyValue::new("sha256", model.sha256.clone()),
                     ];
                     gauge.observe(1, &attributes);
@@ -345,7 +345,7 @@ impl Collector for ScrapeTime {
             let mut family =
                 encoder.encode_descriptor("model_info", "The model serving now (value 1)", None, info.metric_type())?;
             let labels =
-                ModelLabels { name: model.name.clone(), version: model.version.clone(), sha256: model.sha256.clone() };
+                ModelLabels { name: model.id.name.clone(), version: model.id.version.clone(), sha256: model.sha256.clone() };
             info.encode(family.encode_family(&labels)?)?;
         }
         if let Some(log) = &self.log {

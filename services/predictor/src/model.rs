@@ -18,6 +18,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use lightops_api::registry::v1 as registry;
 use lightops_ml::{Artifact, RideScorer};
+use lightops_predlog::ModelId;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
@@ -28,10 +29,10 @@ use crate::error::{Error, Result};
 pub struct LoadedModel {
     /// The compiled model.
     pub scorer: RideScorer,
-    /// Registered name (the requested URI's name, or the artifact's file stem when unregistered).
-    pub name: String,
-    /// Registered version (`"3"`), empty for an unregistered artifact.
-    pub version: String,
+    /// Registered name (the requested URI's name, or the artifact's file stem when unregistered)
+    /// and version (`"3"`, empty for an unregistered artifact): shared with the prediction log,
+    /// which recognises the model by this `Arc`.
+    pub id: Arc<ModelId>,
     /// Where the artifact came from.
     pub source: String,
     /// sha256 of the artifact file, lowercase hex.
@@ -47,7 +48,7 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Verifies and compiles artifact bytes. `expected_sha256` (from the registry) is checked
     /// against the file's bytes when given; the artifact's own content checksum always is.
-    pub fn from_bytes(bytes: &[u8], source: &str, expected_sha256: Option<&str>) -> Result<Self> {
+    pub fn from_bytes(bytes: &[u8], source: &str, expected_sha256: Option<&str>, id: ModelId) -> Result<Self> {
         let bad = |message: String| Error::Model { uri: source.to_owned(), message };
         let sha256 = hex::encode(Sha256::digest(bytes));
         if let Some(expected) = expected_sha256.filter(|e| !e.is_empty())
@@ -61,8 +62,7 @@ impl LoadedModel {
         let scorer = RideScorer::new(&artifact.model).map_err(|e| bad(e.to_string()))?;
         Ok(Self {
             scorer,
-            name: String::new(),
-            version: String::new(),
+            id: Arc::new(id),
             source: source.to_owned(),
             sha256,
             run_id: String::new(),
@@ -88,7 +88,7 @@ impl ModelSlot {
 
     /// Puts a new model in service; requests already running finish on the old one.
     pub fn swap(&self, model: LoadedModel) {
-        tracing::info!(name = %model.name, version = %model.version, sha256 = %model.sha256, "model serving");
+        tracing::info!(name = %model.id.name, version = %model.id.version, sha256 = %model.sha256, "model serving");
         self.current.store(Some(Arc::new(model)));
         self.swaps.fetch_add(1, Ordering::Relaxed);
     }
@@ -166,12 +166,11 @@ pub async fn load_artifact(uri: &str) -> Result<LoadedModel> {
         let path = uri.strip_prefix("file://").unwrap_or(uri);
         tokio::fs::read(path).await.map_err(|e| bad(e.to_string()))?
     };
-    let mut model = LoadedModel::from_bytes(&bytes, uri, None)?;
-    model.name = std::path::Path::new(uri)
+    let name = std::path::Path::new(uri)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    Ok(model)
+    LoadedModel::from_bytes(&bytes, uri, None, ModelId { name, version: String::new() })
 }
 
 /// Keeps `slot` filled from `source` until `stop` fires.
@@ -234,7 +233,7 @@ async fn watch_registry(uri: &str, registry_url: &str, slot: &ModelSlot, backoff
             continue;
         };
         let current = slot.current();
-        if current.as_ref().is_some_and(|m| m.version == version.version.to_string() && m.sha256 == version.sha256) {
+        if current.as_ref().is_some_and(|m| m.id.version == version.version.to_string() && m.sha256 == version.sha256) {
             continue;
         }
         match fetch_version(&mut client, &version).await {
@@ -253,9 +252,8 @@ async fn fetch_version(
     let bytes = lightops_client::download_version(registry, version)
         .await
         .map_err(|e| Error::Model { uri: label.clone(), message: e.to_string() })?;
-    let mut model = LoadedModel::from_bytes(&bytes, &version.source, Some(&version.sha256))?;
-    model.name = version.name.clone();
-    model.version = version.version.to_string();
+    let id = ModelId { name: version.name.clone(), version: version.version.to_string() };
+    let mut model = LoadedModel::from_bytes(&bytes, &version.source, Some(&version.sha256), id)?;
     model.run_id = version.run_id.clone();
     Ok(model)
 }

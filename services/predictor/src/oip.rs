@@ -38,16 +38,16 @@ impl InferenceService {
     /// The served model, if `name`/`version` designate it (an empty version means "current").
     fn model_named(&self, name: &str, version: &str) -> Result<std::sync::Arc<crate::LoadedModel>> {
         let model = self.predictor.model()?;
-        if name != model.name {
+        if name != model.id.name {
             return Err(Error::NotFound(format!(
                 "model {name:?} is not served here (this predictor serves {:?})",
-                model.name
+                model.id.name
             )));
         }
-        if !version.is_empty() && version != model.version {
+        if !version.is_empty() && version != model.id.version {
             return Err(Error::NotFound(format!(
                 "model {name:?} version {version:?} is not served here (serving version {:?})",
-                model.version
+                model.id.version
             )));
         }
         Ok(model)
@@ -130,8 +130,8 @@ impl InferenceService {
             (Some(pb::InferTensorContents { fp64_contents: durations, ..Default::default() }), Vec::new())
         };
         Ok(pb::ModelInferResponse {
-            model_name: model.name.clone(),
-            model_version: model.version.clone(),
+            model_name: model.id.name.clone(),
+            model_version: model.id.version.clone(),
             id: request.id,
             parameters: Default::default(),
             outputs: vec![InferOutputTensor {
@@ -296,8 +296,8 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for InferenceServic
         let request = request.into_inner();
         let model = self.model_named(&request.name, &request.version)?;
         Ok(Response::new(pb::ModelMetadataResponse {
-            name: model.name.clone(),
-            versions: vec![model.version.clone()],
+            name: model.id.name.clone(),
+            versions: vec![model.id.version.clone()],
             platform: PLATFORM.into(),
             inputs: vec![
                 tensor("PULocationID", "INT64"),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use lightops_api::common::v1 as common;
 use lightops_ml::Ride;
-use lightops_predlog::{PredictionLog, PredictionRecord, RideFeatures, SCHEMA_VERSION};
+use lightops_predlog::{PredictionLog, RequestFields, RideFeatures, RideFields};
 
 use crate::error::{Error, Result};
 use crate::metrics::{Api, Metrics};
@@ -83,22 +83,21 @@ impl Predictor {
         if let Some(log) = &self.log {
             let received_at_ms = wall_clock_ms(started);
             let latency_us = elapsed.as_micros() as u64;
-            // Borrowed views: serialized by `log_all` without copying the strings first.
-            log.log_all(rides.iter().zip(&predictions).map(|(ride, prediction)| PredictionRecord {
-                schema: SCHEMA_VERSION,
-                ride_id: ride.ride_id.as_str(),
-                event_time_ms: ride.event_time_ms,
-                received_at_ms,
-                features: RideFeatures {
-                    pu_location_id: ride.ride.pu_location_id,
-                    do_location_id: ride.ride.do_location_id,
-                    trip_distance: ride.ride.trip_distance,
-                },
-                prediction: *prediction,
-                model_name: model.name.as_str(),
-                model_version: model.version.as_str(),
-                latency_us,
-            }));
+            let request = RequestFields { model: &model.id, received_at_ms, latency_us };
+            // Borrowed views: serialized by the log without copying the strings first.
+            log.log_request(
+                request,
+                rides.iter().zip(&predictions).map(|(ride, prediction)| RideFields {
+                    ride_id: &ride.ride_id,
+                    event_time_ms: ride.event_time_ms,
+                    features: RideFeatures {
+                        pu_location_id: ride.ride.pu_location_id,
+                        do_location_id: ride.ride.do_location_id,
+                        trip_distance: ride.ride.trip_distance,
+                    },
+                    prediction: *prediction,
+                }),
+            );
         }
         self.metrics.answered(api, &predictions, elapsed.as_secs_f64());
         predictions

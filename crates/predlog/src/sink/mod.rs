@@ -5,7 +5,7 @@ pub(crate) mod kinesis;
 pub(crate) mod local;
 
 use crate::config::KINESIS_MAX_RECORD_BYTES;
-use crate::record::{LineWriter, PredictionRecord};
+use crate::record::{LineWriter, PredictionRecord, RideFields};
 
 /// The most the local sink writes in one batch: everything pending, up to this (what accumulates
 /// while the task waits for a core under a heavy load).
@@ -56,9 +56,9 @@ impl Encoded {
         self.count += 1;
     }
 
-    /// Like [`Encoded::push`], through `writer` (which reuses what records share).
-    pub fn push_with<S: AsRef<str>>(&mut self, writer: &mut LineWriter, record: &PredictionRecord<S>) {
-        writer.write(record, &mut self.lines);
+    /// Appends the line of one ride of the request `writer` was given.
+    pub fn push_ride(&mut self, writer: &LineWriter, ride: &RideFields<'_>) {
+        writer.write(ride, &mut self.lines);
         self.lines.push(b'\n');
         self.count += 1;
     }
