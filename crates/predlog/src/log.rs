@@ -21,6 +21,11 @@ use crate::spill::Spill;
 use crate::worker::Worker;
 use crate::{Error, Result, Stats};
 
+/// Requests of at most this many rides are encoded straight into the inbox's chunk, under its
+/// lock, rather than into a scratch buffer and then copied: for one ride per request, the copy into
+/// the shared chunk (whose cache lines the other cores wrote last) cost as much as encoding.
+const IN_PLACE_RIDES: usize = 4;
+
 /// A snapshot of the log's counters.
 ///
 /// At rest (nothing in flight), `queued + recovered == sent + spill_backlog + queue_depth +
@@ -216,36 +221,78 @@ impl PredictionLog {
             self.log_all(rides.into_iter().map(|ride| ride.record(&request)));
             return;
         }
-        self.log_lines(|lines, writer| {
-            writer.begin(&request);
-            for ride in rides {
-                lines.push_ride(writer, &ride);
+        let mut rides = rides.into_iter();
+        if rides.size_hint().1.is_some_and(|most| most <= IN_PLACE_RIDES) {
+            // Taken out of the iterator first: it runs no code of the caller's under the lock.
+            let mut few = [None; IN_PLACE_RIDES];
+            let mut count = 0;
+            for slot in &mut few {
+                *slot = rides.next();
+                count += usize::from(slot.is_some());
             }
+            match rides.next() {
+                None if count == 0 => {}
+                None => self.with_scratch(|_, writer| {
+                    writer.begin(&request);
+                    self.enqueue(count, |chunks| {
+                        if chunks.is_empty() {
+                            chunks.push(Encoded::default());
+                        }
+                        let chunk = chunks.last_mut().expect("a chunk was just ensured");
+                        for ride in few.iter().flatten() {
+                            chunk.push_ride(writer, ride);
+                        }
+                    });
+                }),
+                // More rides than the iterator said: the general way.
+                Some(extra) => self.with_scratch(|lines, writer| {
+                    self.encode_and_enqueue(lines, writer, |lines, writer| {
+                        writer.begin(&request);
+                        for ride in few.into_iter().flatten().chain(std::iter::once(extra)).chain(rides) {
+                            lines.push_ride(writer, &ride);
+                        }
+                    })
+                }),
+            }
+            return;
+        }
+        self.with_scratch(|lines, writer| {
+            self.encode_and_enqueue(lines, writer, |lines, writer| {
+                writer.begin(&request);
+                for ride in rides {
+                    lines.push_ride(writer, &ride);
+                }
+            })
         });
     }
 
     /// Encodes lines with `encode` into this thread's scratch buffer, outside the lock, then
     /// appends them to the inbox's last chunk: no allocation per record or request.
     fn log_lines(&self, encode: impl FnOnce(&mut Encoded, &mut LineWriter)) {
+        self.with_scratch(|lines, writer| self.encode_and_enqueue(lines, writer, encode));
+    }
+
+    /// Runs `work` with this thread's scratch buffer and line writer, or new ones when they are
+    /// busy (a records iterator that logs itself).
+    fn with_scratch(&self, work: impl FnOnce(&mut Encoded, &mut LineWriter)) {
         thread_local! {
             static SCRATCH: std::cell::RefCell<(Encoded, LineWriter)> = std::cell::RefCell::default();
         }
-        let mut encode = Some(encode);
+        let mut work = Some(work);
         let _ = SCRATCH.try_with(|scratch| {
-            // Busy when the records' iterator itself logs: then a buffer of its own (below).
             if let Ok(mut scratch) = scratch.try_borrow_mut()
-                && let Some(encode) = encode.take()
+                && let Some(work) = work.take()
             {
                 let (lines, writer) = &mut *scratch;
-                self.encode_and_enqueue(lines, writer, encode);
+                work(lines, writer);
                 // A request with a huge batch should not keep its memory on this thread.
                 if lines.lines.capacity() > 1 << 20 {
                     *lines = Encoded::default();
                 }
             }
         });
-        if let Some(encode) = encode.take() {
-            self.encode_and_enqueue(&mut Encoded::default(), &mut LineWriter::default(), encode);
+        if let Some(work) = work.take() {
+            work(&mut Encoded::default(), &mut LineWriter::default());
         }
     }
 

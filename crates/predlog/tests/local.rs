@@ -200,3 +200,62 @@ async fn a_records_iterator_that_logs_itself_is_logged_too() {
     expected.sort();
     assert_eq!(ids, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_logged_with_their_shared_fields_give_the_same_records() {
+    use std::sync::Arc;
+
+    use lightops_predlog::{ModelId, PredictionRecord, RequestFields, RideFields};
+
+    /// An iterator that gives more rides than its size hint promises.
+    struct Understated<I>(I);
+    impl<I: Iterator> Iterator for Understated<I> {
+        type Item = I::Item;
+        fn next(&mut self) -> Option<I::Item> {
+            self.0.next()
+        }
+        fn size_hint(&self) -> (usize, Option<usize>) {
+            (0, Some(1))
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = PredictionLog::start(config(dir.path())).await.unwrap();
+    let v3 = Arc::new(ModelId { name: "trip_duration".into(), version: "3".into() });
+    let v4 = Arc::new(ModelId { name: "trip_duration".into(), version: "4".into() });
+    fn fields(record: &PredictionRecord) -> RideFields<'_> {
+        RideFields {
+            ride_id: &record.ride_id,
+            event_time_ms: record.event_time_ms,
+            features: record.features,
+            prediction: record.prediction,
+        }
+    }
+    let mut expected = Vec::new();
+    let mut next = 0;
+    // Requests of 1, 3, 4 (encoded in place), 5 and 100 rides (through the scratch buffer), one
+    // with an understated size, and a model swap in between.
+    for (index, size) in [1u64, 3, 4, 5, 100, 1, 7, 2].into_iter().enumerate() {
+        let model = if index < 5 { &v3 } else { &v4 };
+        let request = RequestFields { model, received_at_ms: 1_700_000_000_000 + index as i64, latency_us: 10 + size };
+        let records: Vec<PredictionRecord> = (next..next + size).map(record).collect();
+        next += size;
+        if index == 6 {
+            log.log_request(request, Understated(records.iter().map(fields)));
+        } else {
+            log.log_request(request, records.iter().map(fields));
+        }
+        expected.extend(records.iter().map(|record| PredictionRecord {
+            received_at_ms: request.received_at_ms,
+            latency_us: request.latency_us,
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+            ..record.clone()
+        }));
+    }
+    let counters = log.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((counters.queued, counters.sent, counters.dropped), (next, next, 0));
+    let (records, _) = read_segments(&dir.path().join("logs"));
+    assert_eq!(records, expected, "every ride's whole record, in order");
+    assert_eq!(records.last().unwrap().model_version, "4");
+}

@@ -168,8 +168,10 @@ fn kind(value: &Value) -> &'static str {
 
 async fn ready(State(state): State<HttpState>) -> Response {
     match state.predictor.model() {
-        Ok(model) => axum::Json(serde_json::json!({"ready": true, "model": model.id.name, "version": model.id.version}))
-            .into_response(),
+        Ok(model) => {
+            axum::Json(serde_json::json!({"ready": true, "model": model.id.name, "version": model.id.version}))
+                .into_response()
+        }
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({"ready": false, "error": error.to_string()})),

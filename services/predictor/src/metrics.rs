@@ -344,8 +344,11 @@ impl Collector for ScrapeTime {
             let info = ConstGauge::new(1i64);
             let mut family =
                 encoder.encode_descriptor("model_info", "The model serving now (value 1)", None, info.metric_type())?;
-            let labels =
-                ModelLabels { name: model.id.name.clone(), version: model.id.version.clone(), sha256: model.sha256.clone() };
+            let labels = ModelLabels {
+                name: model.id.name.clone(),
+                version: model.id.version.clone(),
+                sha256: model.sha256.clone(),
+            };
             info.encode(family.encode_family(&labels)?)?;
         }
         if let Some(log) = &self.log {
