@@ -33,7 +33,7 @@ pub use config::{
 };
 pub use consumer::{Batch, DeadLetter, LogSource, Position, SourceCounters, SourceError, SourceResult, SourceTarget};
 pub use log::{Counters, PredictionLog};
-pub use record::{ModelId, PredictionRecord, RequestFields, RideFeatures, RideFields, SCHEMA_VERSION};
+pub use record::{LineWriter, ModelId, PredictionRecord, RequestFields, RideFeatures, RideFields, SCHEMA_VERSION};
 
 /// Errors of the prediction log.
 #[derive(Debug, thiserror::Error)]

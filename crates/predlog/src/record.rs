@@ -190,12 +190,13 @@ impl<'a> RideFields<'a> {
 /// Writes the lines of a request's records: the text the rides share (model, latency) once per
 /// request, the rest per ride. Byte for byte what [`PredictionRecord::write_json`] writes.
 ///
-/// Kept per thread by the log. The shared text lives in the writer itself and the model is
+/// [`PredictionLog::log_request`](crate::PredictionLog::log_request) keeps one per thread. The
+/// shared text lives in the writer itself and the model is
 /// recognised by its `Arc`: in a profile of the predictor, reading the model's name (a small heap
 /// string whose cache line other threads' allocations kept writing) missed the cache on every
 /// record, which cost more than writing the text.
 #[derive(Debug)]
-pub(crate) struct LineWriter {
+pub struct LineWriter {
     /// The model whose text starts `tail`.
     model: Option<Arc<ModelId>>,
     /// `,"model_name":"…","model_version":"…"` then `,"latency_us":N}` for the current request.
