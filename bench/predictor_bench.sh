@@ -6,7 +6,7 @@
 #   cargo build --release -p lightops-cli -p lightops-loadgen
 #   pip install -r bench/reference/requirements-serve.txt   # + wrk (Debian: apt-get install wrk)
 #   bench/predictor_bench.sh [--duration 10s] [--warmup 2s] [--connections 16] [--rounds 3]
-#                            [--flask-only | --lightops-only]
+#                            [--flask-only | --lightops-only] [--scenarios http,unary,stream1,stream100]
 #
 # Prints a Markdown table: scenario, throughput (req/s, or predictions/s for streams), p50, p99,
 # errors, and for HTTP the lightops/Flask throughput ratio; then what the prediction log costs per
@@ -27,6 +27,7 @@ DURATION=10s
 WARMUP=2s
 CONNECTIONS=16
 ROUNDS=3
+SCENARIOS=http,unary,stream1,stream100
 RUN_LIGHTOPS=1
 RUN_FLASK=1
 
@@ -38,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --warmup) WARMUP=$2; shift 2 ;;
     --connections) CONNECTIONS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
+    --scenarios) SCENARIOS=$2; shift 2 ;;
     --flask-only) RUN_LIGHTOPS=0; shift ;;
     --lightops-only) RUN_FLASK=0; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -213,7 +215,7 @@ if [[ $RUN_LIGHTOPS == 1 ]]; then
   # Each scenario runs on both servers back to back, so that the two runs of a pair see the
   # same conditions on a shared machine.
   for round in $(seq "$ROUNDS"); do
-    for scenario in http unary stream1 stream100; do
+    for scenario in ${SCENARIOS//,/ }; do
       for label in local none; do
         base=BASE_$label
         pid=PID_$label
@@ -226,6 +228,7 @@ if [[ $RUN_LIGHTOPS == 1 ]]; then
             run_loadgen "gRPC PredictStream, batch 1" "$server" "${!base}" "${!pid}" --mode stream --batch 1 ;;
           stream100)
             run_loadgen "gRPC PredictStream, batch 100" "$server" "${!base}" "${!pid}" --mode stream --batch 100 ;;
+          *) die "unknown scenario $scenario (expected http, unary, stream1 or stream100)" ;;
         esac
         # A run writes up to gigabytes of log: closed segments go (the server never touches
         # them again).
