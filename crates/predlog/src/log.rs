@@ -30,10 +30,13 @@ const IN_PLACE_RIDES: usize = 4;
 ///
 /// At rest (nothing in flight), `queued + recovered == sent + spill_backlog + queue_depth +
 /// dropped + corrupt`, where `spilled` records are counted in `sent` or `spill_backlog` depending on
-/// whether they have been sent from the spill yet.
+/// whether they have been sent from the spill yet, and `dropped` leaves out records refused after
+/// shutdown (they were never queued).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
-    /// Records accepted by [`PredictionLog::log`] since start.
+    /// Records accepted by [`PredictionLog::log`], [`PredictionLog::log_all`] and
+    /// [`PredictionLog::log_request`] since start (not those refused after shutdown, which count
+    /// only as `dropped`).
     pub queued: u64,
     /// Records acknowledged by the sink (including those sent from the spill).
     pub sent: u64,
@@ -81,8 +84,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Locks the inbox; a panic elsewhere while holding it cannot leave it inconsistent (pushes and
-    /// swaps only), so poisoning is ignored.
+    /// Locks the inbox, ignoring poisoning: under the lock there are only pushes, swaps, and the
+    /// encoding of small requests into the last chunk (numbers and strings into a `Vec`, which
+    /// cannot panic short of running out of memory); the counts are raised after them.
     pub fn inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -228,9 +232,14 @@ impl PredictionLog {
             let mut count = 0;
             for slot in &mut few {
                 *slot = rides.next();
-                count += usize::from(slot.is_some());
+                if slot.is_none() {
+                    break;
+                }
+                count += 1;
             }
-            match rides.next() {
+            // Looked for only when every slot is full: an iterator is not asked again after `None`.
+            let extra = if count == IN_PLACE_RIDES { rides.next() } else { None };
+            match extra {
                 None if count == 0 => {}
                 None => self.with_scratch(|_, writer| {
                     writer.begin(&request);
@@ -331,10 +340,10 @@ impl PredictionLog {
             }
             return;
         }
-        inbox.queued += count;
         let was_empty = inbox.count == 0;
-        inbox.count += count;
         add(&mut inbox.records);
+        inbox.queued += count;
+        inbox.count += count;
         drop(inbox);
         if was_empty {
             shared.notify.notify_one();

@@ -253,7 +253,8 @@ impl LineWriter {
         }
     }
 
-    /// Appends the line of `ride` (without the newline) in the request given to `begin`.
+    /// Appends the line of `ride` (without the newline) in the request given to `begin`, which
+    /// must have been called first.
     pub fn write(&self, ride: &RideFields<'_>, out: &mut Vec<u8>) {
         let record = PredictionRecord {
             schema: SCHEMA_VERSION,
@@ -267,11 +268,12 @@ impl LineWriter {
             latency_us: self.latency_us,
         };
         record.write_head(out);
+        debug_assert!(self.model.is_some(), "LineWriter::write before begin");
         match (self.len, &self.model) {
-            (0, Some(model)) => {
-                let record =
-                    PredictionRecord { model_name: model.name.as_str(), model_version: &model.version, ..record };
-                record.write_tail(out);
+            (0, model) => {
+                // The shared text did not fit (or `begin` was not called: a line naming no model).
+                let (name, version) = model.as_deref().map_or(("", ""), |model| (&model.name, &model.version));
+                PredictionRecord { model_name: name, model_version: version, ..record }.write_tail(out);
             }
             _ => out.extend_from_slice(&self.tail[..self.len]),
         }
@@ -378,7 +380,14 @@ mod tests {
         odd.prediction = f64::INFINITY;
         odd.features.trip_distance = 123456789.125;
         odd.received_at_ms = i64::MIN;
-        for record in [record(), tricky, odd] {
+        let mut records = vec![record(), tricky, odd];
+        // Where float formatters differ: exponents, the smallest subnormal, negative zero.
+        for (distance, prediction) in [(1e16, 1e300), (-0.0, 5e-324), (1e15, 1.5e-5), (f64::MAX, f64::MIN_POSITIVE)] {
+            let mut next = record();
+            (next.features.trip_distance, next.prediction) = (distance, prediction);
+            records.push(next);
+        }
+        for record in records {
             let derived = serde_json::to_vec(&record).expect("serde");
             assert_eq!(String::from_utf8(record.to_json()), String::from_utf8(derived));
         }
@@ -389,6 +398,8 @@ mod tests {
         let plain = Arc::new(ModelId { name: "trip_duration".into(), version: "3".into() });
         let escaped = Arc::new(ModelId { name: "needs \"escaping\"".into(), version: "4".into() });
         let long = Arc::new(ModelId { name: "long".repeat(70), version: "5".into() });
+        // The model's text fits the writer, its latency's does not.
+        let nearly = Arc::new(ModelId { name: "n".repeat(215), version: "6".into() });
         let same_text = Arc::new(ModelId { name: "trip_duration".into(), version: "3".into() });
         let mut writer = LineWriter::default();
         let requests = [
@@ -400,6 +411,8 @@ mod tests {
             (&long, 9),
             (&same_text, 9),
             (&plain, 123_456),
+            (&nearly, 7),
+            (&nearly, u64::MAX),
         ];
         for (index, (model, latency_us)) in requests.into_iter().enumerate() {
             let request = RequestFields { model, received_at_ms: 1_700_000_000_000 + index as i64, latency_us };
@@ -418,8 +431,8 @@ mod tests {
                 };
                 let mut line = Vec::new();
                 writer.write(&fields, &mut line);
-                let alone = fields.record(&request).to_json();
-                assert_eq!(String::from_utf8(line), String::from_utf8(alone), "request {index}, ride {ride}");
+                let derived = serde_json::to_vec(&fields.record(&request)).expect("serde");
+                assert_eq!(String::from_utf8(line), String::from_utf8(derived), "request {index}, ride {ride}");
             }
         }
     }

@@ -529,9 +529,11 @@ impl Worker {
         self.sink.close();
         self.buffers.spill.close();
         let stats = &self.buffers.shared.stats;
+        // Read first: a lock guard taken inside `info!` would be held while the event is written.
+        let queued = self.buffers.shared.inbox().queued;
         info!(
             sink = self.sink.describe(),
-            queued = self.buffers.shared.inbox().queued,
+            queued,
             sent = stats.sent.load(Relaxed),
             spilled = stats.spilled.load(Relaxed),
             dropped = stats.dropped.load(Relaxed),

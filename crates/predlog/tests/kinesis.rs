@@ -29,8 +29,24 @@ async fn every_record_reaches_the_stream_exactly_once() {
 
     const N: u64 = 5_000;
     let started = Instant::now();
-    for i in 0..N {
+    // The first half one by one, the second as requests of 10 rides with their shared fields.
+    for i in 0..N / 2 {
         log.log(record(i));
+    }
+    let model = std::sync::Arc::new(lightops_predlog::ModelId { name: "trip_duration".into(), version: "3".into() });
+    for start in (N / 2..N).step_by(10) {
+        let rides: Vec<_> = (start..start + 10).map(record).collect();
+        let request =
+            lightops_predlog::RequestFields { model: &model, received_at_ms: rides[0].received_at_ms, latency_us: 7 };
+        log.log_request(
+            request,
+            rides.iter().map(|ride| lightops_predlog::RideFields {
+                ride_id: &ride.ride_id,
+                event_time_ms: ride.event_time_ms,
+                features: ride.features,
+                prediction: ride.prediction,
+            }),
+        );
     }
     // Records without a ride id, or with one longer than a partition key may be, are sent too.
     let mut anonymous = record(N);
@@ -53,6 +69,9 @@ async fn every_record_reaches_the_stream_exactly_once() {
     let long_at = records.iter().position(|r| r.ride_id.len() == 300).expect("the long ride id, untruncated");
     assert_eq!(records.remove(long_at), long);
     assert_exactly_once(&records, N);
+    let requested = records.iter().find(|r| r.ride_id == record(N - 1).ride_id).expect("a ride of a request");
+    assert_eq!((requested.latency_us, requested.model_version.as_str()), (7, "3"), "{requested:?}");
+    assert_eq!(requested.prediction, record(N - 1).prediction);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,9 +253,17 @@ async fn requests_logged_with_their_shared_fields_give_the_same_records() {
             ..record.clone()
         }));
     }
+    // A request without rides logs nothing.
+    log.log_request(RequestFields { model: &v4, received_at_ms: 1, latency_us: 1 }, std::iter::empty());
     let counters = log.shutdown(Duration::from_secs(10)).await;
     assert_eq!((counters.queued, counters.sent, counters.dropped), (next, next, 0));
     let (records, _) = read_segments(&dir.path().join("logs"));
     assert_eq!(records, expected, "every ride's whole record, in order");
     assert_eq!(records.last().unwrap().model_version, "4");
+    // After shutdown a request's rides are refused and counted, small and large alike.
+    let late: Vec<PredictionRecord> = (0..7).map(record).collect();
+    let request = RequestFields { model: &v4, received_at_ms: 2, latency_us: 2 };
+    log.log_request(request, late[..2].iter().map(fields));
+    log.log_request(request, late.iter().map(fields));
+    assert_eq!(log.counters().dropped, 9);
 }

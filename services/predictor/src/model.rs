@@ -48,6 +48,7 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Verifies and compiles artifact bytes. `expected_sha256` (from the registry) is checked
     /// against the file's bytes when given; the artifact's own content checksum always is.
+    /// `id` names the model in answers and in the prediction log (shared with it as an `Arc`).
     pub fn from_bytes(bytes: &[u8], source: &str, expected_sha256: Option<&str>, id: ModelId) -> Result<Self> {
         let bad = |message: String| Error::Model { uri: source.to_owned(), message };
         let sha256 = hex::encode(Sha256::digest(bytes));
