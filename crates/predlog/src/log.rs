@@ -239,40 +239,26 @@ impl PredictionLog {
             }
             // Looked for only when every slot is full: an iterator is not asked again after `None`.
             let extra = if count == IN_PLACE_RIDES { rides.next() } else { None };
-            match extra {
-                None if count == 0 => {}
-                None => self.with_scratch(|_, writer| {
-                    writer.begin(&request);
-                    self.enqueue(count, |chunks| {
-                        if chunks.is_empty() {
-                            chunks.push(Encoded::default());
-                        }
-                        let chunk = chunks.last_mut().expect("a chunk was just ensured");
-                        for ride in few.iter().flatten() {
-                            chunk.push_ride(writer, ride);
-                        }
-                    });
-                }),
-                // More rides than the iterator said: the general way.
-                Some(extra) => self.with_scratch(|lines, writer| {
-                    self.encode_and_enqueue(lines, writer, |lines, writer| {
+            if extra.is_none() {
+                if count > 0 {
+                    self.with_scratch(|_, writer| {
                         writer.begin(&request);
-                        for ride in few.into_iter().flatten().chain(std::iter::once(extra)).chain(rides) {
-                            lines.push_ride(writer, &ride);
-                        }
-                    })
-                }),
+                        self.enqueue(count, |chunks| {
+                            let chunk = last_chunk(chunks);
+                            for ride in few.iter().flatten() {
+                                chunk.push_ride(writer, ride);
+                            }
+                        });
+                    });
+                }
+                return;
             }
+            // More rides than the iterator said: the general way.
+            let rides = few.into_iter().flatten().chain(extra).chain(rides);
+            self.log_lines(|lines, writer| lines.push_request(writer, &request, rides));
             return;
         }
-        self.with_scratch(|lines, writer| {
-            self.encode_and_enqueue(lines, writer, |lines, writer| {
-                writer.begin(&request);
-                for ride in rides {
-                    lines.push_ride(writer, &ride);
-                }
-            })
-        });
+        self.log_lines(|lines, writer| lines.push_request(writer, &request, rides));
     }
 
     /// Encodes lines with `encode` into this thread's scratch buffer, outside the lock, then
@@ -317,12 +303,10 @@ impl PredictionLog {
         if scratch.count == 0 {
             return;
         }
-        self.enqueue(scratch.count, |inbox| match inbox.last_mut() {
-            Some(chunk) => {
-                chunk.lines.extend_from_slice(&scratch.lines);
-                chunk.count += scratch.count;
-            }
-            None => inbox.push(scratch.clone()),
+        self.enqueue(scratch.count, |chunks| {
+            let chunk = last_chunk(chunks);
+            chunk.lines.extend_from_slice(&scratch.lines);
+            chunk.count += scratch.count;
         });
     }
 
@@ -385,4 +369,13 @@ impl PredictionLog {
         }
         self.counters()
     }
+}
+
+/// The inbox's last chunk, which the local sink's callers append to (a new one if there is none).
+fn last_chunk(chunks: &mut Vec<Encoded>) -> &mut Encoded {
+    if chunks.is_empty() {
+        chunks.push(Encoded::default());
+    }
+    let last = chunks.len() - 1;
+    &mut chunks[last]
 }

@@ -269,13 +269,12 @@ impl LineWriter {
         };
         record.write_head(out);
         debug_assert!(self.model.is_some(), "LineWriter::write before begin");
-        match (self.len, &self.model) {
-            (0, model) => {
-                // The shared text did not fit (or `begin` was not called: a line naming no model).
-                let (name, version) = model.as_deref().map_or(("", ""), |model| (&model.name, &model.version));
-                PredictionRecord { model_name: name, model_version: version, ..record }.write_tail(out);
-            }
-            _ => out.extend_from_slice(&self.tail[..self.len]),
+        if self.len > 0 {
+            out.extend_from_slice(&self.tail[..self.len]);
+        } else {
+            // The shared text did not fit (or `begin` was not called: a line naming no model).
+            let (name, version) = self.model.as_deref().map_or(("", ""), |model| (&model.name, &model.version));
+            PredictionRecord { model_name: name, model_version: version, ..record }.write_tail(out);
         }
     }
 }

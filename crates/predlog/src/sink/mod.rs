@@ -5,7 +5,7 @@ pub(crate) mod kinesis;
 pub(crate) mod local;
 
 use crate::config::KINESIS_MAX_RECORD_BYTES;
-use crate::record::{LineWriter, PredictionRecord, RideFields};
+use crate::record::{LineWriter, PredictionRecord, RequestFields, RideFields};
 
 /// The most the local sink writes in one batch: everything pending, up to this (what accumulates
 /// while the task waits for a core under a heavy load).
@@ -61,6 +61,19 @@ impl Encoded {
         writer.write(ride, &mut self.lines);
         self.lines.push(b'\n');
         self.count += 1;
+    }
+
+    /// Appends the lines of a request's rides, through `writer`.
+    pub fn push_request<'a>(
+        &mut self,
+        writer: &mut LineWriter,
+        request: &RequestFields<'_>,
+        rides: impl IntoIterator<Item = RideFields<'a>>,
+    ) {
+        writer.begin(request);
+        for ride in rides {
+            self.push_ride(writer, &ride);
+        }
     }
 
     /// The JSON of a single-record chunk, without the newline (a Kinesis record's data).
