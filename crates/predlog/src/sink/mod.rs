@@ -57,7 +57,7 @@ impl Encoded {
     }
 
     /// Appends the line of one ride of the request `writer` was given.
-    pub fn push_ride(&mut self, writer: &LineWriter, ride: &RideFields<'_>) {
+    pub fn push_ride(&mut self, writer: &mut LineWriter, ride: &RideFields<'_>) {
         writer.write(ride, &mut self.lines);
         self.lines.push(b'\n');
         self.count += 1;
