@@ -26,6 +26,13 @@ use crate::{Error, Result, Stats};
 /// the shared chunk (whose cache lines the other cores wrote last) cost as much as encoding.
 const IN_PLACE_RIDES: usize = 4;
 
+/// When the chunk the callers append to reaches this size, the background task is woken to write
+/// it without waiting out the linger. At millions of records a second a linger gathers ~10 MB,
+/// more than the caches hold: copying it for the write then ran at memory speed, a quarter of the
+/// log's cost under the 100-ride stream. Batches of this size stay in cache and still make few
+/// writes (under a thousand a second at 1 GB/s).
+pub(crate) const EARLY_WRITE_BYTES: usize = 1 << 20;
+
 /// A snapshot of the log's counters.
 ///
 /// At rest (nothing in flight), `queued + recovered == sent + spill_backlog + queue_depth +
@@ -71,6 +78,13 @@ pub(crate) struct Inbox {
     pub queued: u64,
     /// Set by shutdown; checked under the lock so no record slips in after the last drain.
     pub closed: bool,
+}
+
+impl Inbox {
+    /// Bytes in the chunk the local sink's callers append to (Kinesis chunks hold one record).
+    pub fn last_chunk_bytes(&self) -> usize {
+        self.records.last().map_or(0, |chunk| chunk.lines.len())
+    }
 }
 
 /// State shared by the handles and the background task.
@@ -325,11 +339,13 @@ impl PredictionLog {
             return;
         }
         let was_empty = inbox.count == 0;
+        let before = inbox.last_chunk_bytes();
         add(&mut inbox.records);
         inbox.queued += count;
         inbox.count += count;
+        let reached = before < EARLY_WRITE_BYTES && inbox.last_chunk_bytes() >= EARLY_WRITE_BYTES;
         drop(inbox);
-        if was_empty {
+        if was_empty || reached {
             shared.notify.notify_one();
         }
     }

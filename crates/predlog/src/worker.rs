@@ -19,7 +19,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
-use crate::log::Shared;
+use crate::log::{EARLY_WRITE_BYTES, Shared};
 use crate::sink::{Encoded, LOCAL_BATCH_BYTES, Sink, record_count};
 use crate::spill::Spill;
 
@@ -344,7 +344,8 @@ impl Worker {
 
     /// Waits for new records, housekeeping or shutdown. After the first new record it lingers, so
     /// that a busy server's records leave in one write per linger rather than one per request
-    /// (each of which would also wake this task and a thread for it).
+    /// (each of which would also wake this task and a thread for it), unless they reach
+    /// [`EARLY_WRITE_BYTES`] first.
     async fn idle(&mut self) {
         let shared = self.control.shared.clone();
         let arrived = tokio::select! {
@@ -359,9 +360,13 @@ impl Worker {
                 false
             }
         };
-        if arrived && !self.linger.is_zero() && !self.control.closing() {
+        // No linger when the records waiting are already worth a write (see EARLY_WRITE_BYTES).
+        let enough = || shared.inbox().last_chunk_bytes() >= EARLY_WRITE_BYTES;
+        if arrived && !self.linger.is_zero() && !self.control.closing() && !enough() {
             tokio::select! {
                 () = tokio::time::sleep(self.linger) => {}
+                // A caller's chunk reached EARLY_WRITE_BYTES.
+                () = shared.notify.notified() => {}
                 changed = self.control.shutdown.changed(), if !self.control.orphaned => {
                     self.control.on_shutdown_change(changed);
                 }

@@ -66,6 +66,34 @@ async fn records_arrive_in_order_across_size_rotated_segments() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_of_records_is_written_without_waiting_out_the_linger() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.linger = Duration::from_secs(60);
+    config.flush_interval = Duration::from_secs(60);
+    let log = PredictionLog::start(config).await.unwrap();
+    // Once the task is idle, the first record starts the linger and a few more wait it out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..100 {
+        log.log(record(i));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(log.counters().sent, 0, "a few records wait for the linger");
+    // ~220 bytes a line: past 1 MiB well before the last of these.
+    const N: u64 = 8_000;
+    for i in 100..N {
+        log.log(record(i));
+    }
+    wait_until("the early write", Duration::from_secs(10), || log.counters().sent > 0).await;
+    let sent = log.counters().sent;
+    assert!(sent >= 1 << 20 >> 8, "at least a megabyte's worth written early: {sent} records");
+    let counters = log.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((counters.queued, counters.sent, counters.dropped), (N, N, 0));
+    let (records, _) = read_segments(&dir.path().join("logs"));
+    assert_eq!(ride_ids(&records), expected(0..N), "every record once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_rotate_by_age_and_are_visible_while_running() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
