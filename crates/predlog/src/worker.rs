@@ -363,12 +363,19 @@ impl Worker {
         // No linger when the records waiting are already worth a write (see EARLY_WRITE_BYTES).
         let enough = || shared.inbox().last_chunk_bytes() >= EARLY_WRITE_BYTES;
         if arrived && !self.linger.is_zero() && !self.control.closing() && !enough() {
-            tokio::select! {
-                () = tokio::time::sleep(self.linger) => {}
-                // A caller's chunk reached EARLY_WRITE_BYTES.
-                () = shared.notify.notified() => {}
-                changed = self.control.shutdown.changed(), if !self.control.orphaned => {
-                    self.control.on_shutdown_change(changed);
+            let until = Instant::now() + self.linger;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => break,
+                    // A caller's chunk reached EARLY_WRITE_BYTES, or (after a wake-up left from
+                    // before) a record came into an empty inbox: that one waits with the rest.
+                    () = shared.notify.notified() => if enough() {
+                        break;
+                    },
+                    changed = self.control.shutdown.changed(), if !self.control.orphaned => {
+                        self.control.on_shutdown_change(changed);
+                        break;
+                    }
                 }
             }
         }
