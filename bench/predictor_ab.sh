@@ -104,6 +104,8 @@ ns = (int(after) - int(before)) / 100 / (rate * seconds) * 1e9
 print(f"{label}\t{round_}\t{rate:.0f}\t{ns:.0f}")
 EOF
     echo "predictor_ab: round $round/$ROUNDS, $label: $(tail -1 "$WORK/results.tsv" | cut -f3,4)" >&2
+    # A run writes gigabytes of log: closed segments go (the server never touches them again).
+    rm -f "$WORK"/log-*/predictions-*.jsonl
   done
 done
 
