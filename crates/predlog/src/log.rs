@@ -254,17 +254,7 @@ impl PredictionLog {
             // Looked for only when every slot is full: an iterator is not asked again after `None`.
             let extra = if count == IN_PLACE_RIDES { rides.next() } else { None };
             if extra.is_none() {
-                if count > 0 {
-                    self.with_scratch(|_, writer| {
-                        writer.begin(&request);
-                        self.enqueue(count, |chunks| {
-                            let chunk = last_chunk(chunks);
-                            for ride in few.iter().flatten() {
-                                chunk.push_ride(writer, ride);
-                            }
-                        });
-                    });
-                }
+                self.log_in_place(&request, &few[..count]);
                 return;
             }
             // More rides than the iterator said: the general way.
@@ -273,6 +263,22 @@ impl PredictionLog {
             return;
         }
         self.log_lines(|lines, writer| lines.push_request(writer, &request, rides));
+    }
+
+    /// Encodes a small request's lines straight into the inbox's last chunk, under its lock.
+    fn log_in_place(&self, request: &RequestFields<'_>, rides: &[Option<RideFields<'_>>]) {
+        if rides.is_empty() {
+            return;
+        }
+        self.with_scratch(|_, writer| {
+            writer.begin(request);
+            self.enqueue(rides.len(), |chunks| {
+                let chunk = last_chunk(chunks);
+                for ride in rides.iter().flatten() {
+                    chunk.push_ride(writer, ride);
+                }
+            });
+        });
     }
 
     /// Encodes lines with `encode` into this thread's scratch buffer, outside the lock, then

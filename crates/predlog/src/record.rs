@@ -96,9 +96,9 @@ impl<S: AsRef<str>> PredictionRecord<S> {
         out.extend_from_slice(b",\"DOLocationID\":");
         out.extend_from_slice(int.format(self.features.do_location_id).as_bytes());
         out.extend_from_slice(b",\"trip_distance\":");
-        f64_json(out, self.features.trip_distance);
+        out.extend_from_slice(float_text(&mut zmij::Buffer::new(), self.features.trip_distance));
         out.extend_from_slice(b"},\"prediction\":");
-        f64_json(out, self.prediction);
+        out.extend_from_slice(float_text(&mut zmij::Buffer::new(), self.prediction));
         out.extend_from_slice(b",\"model_name\":");
         str_json(out, self.model_name.as_ref());
         out.extend_from_slice(b",\"model_version\":");
@@ -106,16 +106,6 @@ impl<S: AsRef<str>> PredictionRecord<S> {
         out.extend_from_slice(b",\"latency_us\":");
         out.extend_from_slice(int.format(self.latency_us).as_bytes());
         out.push(b'}');
-    }
-}
-
-/// Writes a float as serde_json does: its shortest round-trip digits by `zmij`, `null` when not
-/// finite.
-fn f64_json(out: &mut Vec<u8>, value: f64) {
-    if value.is_finite() {
-        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
-    } else {
-        out.extend_from_slice(b"null");
     }
 }
 
@@ -430,7 +420,8 @@ impl<'a> Line<'a> {
     }
 }
 
-/// A float's JSON text as serde_json writes it (see [`f64_json`]), formatted in `buffer`.
+/// A float's JSON text as serde_json writes it, formatted in `buffer`: its shortest round-trip
+/// digits by `zmij`, `null` when not finite.
 fn float_text(buffer: &mut zmij::Buffer, value: f64) -> &[u8] {
     if value.is_finite() { buffer.format_finite(value).as_bytes() } else { b"null" }
 }
