@@ -33,7 +33,12 @@ fn ride(index: usize, ride_id: &str) -> RideFields<'_> {
 
 fn encode(c: &mut Criterion) {
     let model = Arc::new(ModelId { name: "trip_duration".into(), version: "3".into() });
-    let request = RequestFields { model: &model, received_at_ms: 1_764_288_000_123, latency_us: 42 };
+    let request = RequestFields {
+        model: &model,
+        received_at_ms: 1_764_288_000_123,
+        latency_us: 42,
+        answered_at: std::time::Instant::now(),
+    };
     let ids: Vec<String> = (0..100).map(|index| format!("ride-{index:08}")).collect();
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Elements(100));

@@ -5,8 +5,9 @@
 //! Kinesis data stream ([`SinkTarget`]) — without ever blocking the prediction and without losing
 //! records:
 //!
-//! - [`PredictionLog::log`] serializes the record and moves it into an in-memory queue; I/O
-//!   happens on the background task.
+//! - [`PredictionLog::log`] moves the record into an in-memory queue (serialized for Kinesis, in
+//!   a compact form the background task serializes for the local sink); I/O happens on the
+//!   background task.
 //! - When the sink is down or slow and the queue holds [`LogConfig::queue_capacity`] records,
 //!   records go to an append-only spill directory on local disk, and are sent from there, in
 //!   order, once the sink takes them again. Records left in the spill by a previous run are sent
@@ -19,6 +20,7 @@
 mod config;
 pub mod consumer;
 mod log;
+mod queued;
 mod record;
 mod sink;
 mod spill;

@@ -1,8 +1,9 @@
 //! The caller's side: [`PredictionLog`] and its [`Counters`].
 
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use crate::config::{LogConfig, SinkTarget};
-use crate::record::{LineWriter, PredictionRecord, RequestFields, RideFields};
+use crate::queued::Requests;
+use crate::record::{PredictionRecord, RequestFields, RideFields};
 use crate::sink::kinesis::KinesisSink;
 use crate::sink::local::LocalSink;
 use crate::sink::{Encoded, Sink};
@@ -21,17 +23,17 @@ use crate::spill::Spill;
 use crate::worker::Worker;
 use crate::{Error, Result, Stats};
 
-/// Requests of at most this many rides are encoded straight into the inbox's chunk, under its
-/// lock, rather than into a scratch buffer and then copied: for one ride per request, the copy into
-/// the shared chunk (whose cache lines the other cores wrote last) cost as much as encoding.
+/// Requests of at most this many rides are queued straight into the thread's queue, under its
+/// lock, rather than into a scratch buffer and then copied.
 const IN_PLACE_RIDES: usize = 4;
 
-/// When the chunk the callers append to reaches this size, the background task is woken to write
-/// it without waiting out the linger. At millions of records a second a linger gathers ~10 MB,
-/// more than the caches hold: copying it for the write then ran at memory speed, a quarter of the
-/// log's cost under the 100-ride stream. Batches of this size stay in cache and still make few
-/// writes (under a thousand a second at 1 GB/s).
-pub(crate) const EARLY_WRITE_BYTES: usize = 1 << 20;
+/// When the requests waiting in one thread's queue for the local sink reach this size (in their
+/// compact form; 0.7–1 MiB of JSON lines), the background task is woken to write them without
+/// waiting out the linger. At millions of records a second a linger gathered ~10 MB of lines,
+/// more than the caches hold: copying them for the write then ran at memory speed, a quarter of
+/// the log's cost under the 100-ride stream. Batches of this size stay in cache and still make
+/// few writes (under a thousand a second at 1 GB/s).
+pub(crate) const EARLY_WRITE_BYTES: usize = 256 * 1024;
 
 /// A snapshot of the log's counters.
 ///
@@ -64,11 +66,10 @@ pub struct Counters {
     pub spill_backlog: u64,
 }
 
-/// The hand-off between [`PredictionLog::log`] and the background task.
+/// The hand-off between [`PredictionLog::log`] and the background task, for Kinesis.
 pub(crate) struct Inbox {
     /// Records already serialized by the callers (so that the work is spread over their threads
-    /// rather than queued on the one background task): a chunk per record for Kinesis, one
-    /// growing chunk of lines for the local sink.
+    /// rather than queued on the one background task), a chunk (and partition key) each.
     pub records: Vec<Encoded>,
     /// Records in `records`. Kept here, under the lock the callers take anyway, rather than in
     /// [`Stats::memory`]: an atomic shared with the background task's core cost each request more
@@ -80,16 +81,53 @@ pub(crate) struct Inbox {
     pub closed: bool,
 }
 
-impl Inbox {
-    /// Bytes in the chunk the local sink's callers append to (Kinesis chunks hold one record).
-    pub fn last_chunk_bytes(&self) -> usize {
-        self.records.last().map_or(0, |chunk| chunk.lines.len())
+/// The hand-off for the local sink: a queue per thread that logs.
+///
+/// One queue shared by all threads cost each request a transfer of the lock's cache line from the
+/// core that took it last (and the releasing store waited for it): in a profile of the predictor
+/// under a one-ride stream, about a quarter of what the log cost. A thread's own queue stays in
+/// its core's cache; the background task takes them all every few milliseconds and merges them
+/// by answer time (see [`crate::queued::encode_merged`]).
+pub(crate) struct Slots {
+    pub list: Vec<Arc<Slot>>,
+    /// Records accepted by queues since removed (their threads ended).
+    pub retired_queued: u64,
+    /// Set by shutdown: queues made after it are closed too.
+    pub closed: bool,
+}
+
+/// One thread's queue (padded to its own cache lines, so that two threads' queues never share one).
+#[repr(align(128))]
+pub(crate) struct Slot {
+    queue: Mutex<SlotQueue>,
+}
+
+/// What a [`Slot`] holds; `count`, `queued` and `closed` as in [`Inbox`].
+#[derive(Default)]
+pub(crate) struct SlotQueue {
+    /// Requests in a compact form, serialized by the background task when it takes them.
+    pub requests: Requests,
+    pub count: u64,
+    pub queued: u64,
+    pub closed: bool,
+}
+
+impl Slot {
+    /// Locks the queue, ignoring poisoning (see [`Shared::inbox`]).
+    pub fn lock(&self) -> MutexGuard<'_, SlotQueue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// State shared by the handles and the background task.
+///
+/// Locks are taken in this order: `inbox`, `slots`, a slot's queue.
 pub(crate) struct Shared {
     pub inbox: Mutex<Inbox>,
+    pub slots: Mutex<Slots>,
+    /// Tells this log's queues apart in the threads' lists (a number never reused, unlike an
+    /// address).
+    id: u64,
     pub notify: Notify,
     pub stats: Arc<Stats>,
     /// Whether records need a Kinesis partition key.
@@ -99,10 +137,39 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Locks the inbox, ignoring poisoning: under the lock there are only pushes, swaps, and the
-    /// encoding of small requests into the last chunk (numbers and strings into a `Vec`, which
-    /// cannot panic short of running out of memory); the counts are raised after them.
+    /// copying of small requests' fields into a `Vec` (which cannot panic short of running out of
+    /// memory); the counts are raised after them.
     pub fn inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks the list of per-thread queues, ignoring poisoning (as for the inbox).
+    pub fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Refuses records from now on: the inbox and every queue, present and future.
+    pub fn close(&self) {
+        self.inbox().closed = true;
+        let mut slots = self.slots();
+        slots.closed = true;
+        for slot in &slots.list {
+            slot.lock().closed = true;
+        }
+    }
+
+    /// Bytes of the requests waiting for the local sink (see [`EARLY_WRITE_BYTES`]).
+    pub fn waiting_bytes(&self) -> usize {
+        self.slots().list.iter().map(|slot| slot.lock().requests.len()).sum()
+    }
+
+    /// A new queue for a thread, listed for the background task.
+    fn new_slot(&self) -> Arc<Slot> {
+        let mut slots = self.slots();
+        let queue = SlotQueue { closed: slots.closed, ..SlotQueue::default() };
+        let slot = Arc::new(Slot { queue: Mutex::new(queue) });
+        slots.list.push(slot.clone());
+        slot
     }
 }
 
@@ -174,6 +241,11 @@ impl PredictionLog {
         };
         let shared = Arc::new(Shared {
             inbox: Mutex::new(Inbox { records: Vec::with_capacity(4096), count: 0, queued: 0, closed: false }),
+            slots: Mutex::new(Slots { list: Vec::new(), retired_queued: 0, closed: false }),
+            id: {
+                static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+                NEXT_ID.fetch_add(1, Relaxed)
+            },
             notify: Notify::new(),
             stats,
             keyed: sink.keyed(),
@@ -188,8 +260,8 @@ impl PredictionLog {
         })
     }
 
-    /// Logs one record. Never blocks and never fails: the record is serialized here, then
-    /// appended to the in-memory queue under a short lock; everything else happens on the
+    /// Logs one record. Never blocks and never fails: the record is appended to the in-memory
+    /// queue under a short lock (serialized first for Kinesis); everything else happens on the
     /// background task.
     ///
     /// The queue itself is not capped here: the background task drains it continuously and moves
@@ -216,21 +288,23 @@ impl PredictionLog {
             let Some(first) = encoded.next() else { return };
             let mut rest: Vec<Encoded> = encoded.collect();
             self.enqueue(1 + rest.len(), |inbox| {
-                inbox.push(first);
-                inbox.append(&mut rest);
+                inbox.records.push(first);
+                inbox.records.append(&mut rest);
             });
             return;
         }
-        self.log_lines(|lines, _| {
+        let at = std::time::Instant::now();
+        self.with_scratch(|scratch| {
             for record in records {
-                lines.push(&record);
+                scratch.push_record(&record, at);
             }
+            self.enqueue_scratch(scratch);
         });
     }
 
     /// Logs the records of one request's rides, in order: like [`PredictionLog::log_all`] with
-    /// [`RideFields::record`] for each ride, cheaper (for the local sink, the text the rides share
-    /// is written once per request, and the model's once per model).
+    /// [`RideFields::record`] for each ride, cheaper (for the local sink, what the rides share is
+    /// queued once per request, and the model's text is written once per model).
     pub fn log_request<'a, I>(&self, request: RequestFields<'_>, rides: I)
     where
         I: IntoIterator<Item = RideFields<'a>>,
@@ -259,100 +333,112 @@ impl PredictionLog {
             }
             // More rides than the iterator said: the general way.
             let rides = few.into_iter().flatten().chain(extra).chain(rides);
-            self.log_lines(|lines, writer| lines.push_request(writer, &request, rides));
+            self.with_scratch(|scratch| {
+                scratch.push_request(&request, rides);
+                self.enqueue_scratch(scratch);
+            });
             return;
         }
-        self.log_lines(|lines, writer| lines.push_request(writer, &request, rides));
+        self.with_scratch(|scratch| {
+            scratch.push_request(&request, rides);
+            self.enqueue_scratch(scratch);
+        });
     }
 
-    /// Encodes a small request's lines straight into the inbox's last chunk, under its lock.
+    /// Queues a small request straight into this thread's queue, under its lock.
     fn log_in_place(&self, request: &RequestFields<'_>, rides: &[Option<RideFields<'_>>]) {
         if rides.is_empty() {
             return;
         }
-        self.with_scratch(|_, writer| {
-            writer.begin(request);
-            self.enqueue(rides.len(), |chunks| {
-                let chunk = last_chunk(chunks);
-                for ride in rides.iter().flatten() {
-                    chunk.push_ride(writer, ride);
-                }
-            });
-        });
+        self.enqueue_local(rides.len(), |requests| requests.push_request(request, rides.iter().flatten().copied()));
     }
 
-    /// Encodes lines with `encode` into this thread's scratch buffer, outside the lock, then
-    /// appends them to the inbox's last chunk: no allocation per record or request.
-    fn log_lines(&self, encode: impl FnOnce(&mut Encoded, &mut LineWriter)) {
-        self.with_scratch(|lines, writer| self.encode_and_enqueue(lines, writer, encode));
-    }
-
-    /// Runs `work` with this thread's scratch buffer and line writer, or new ones when they are
-    /// busy (a records iterator that logs itself).
-    fn with_scratch(&self, work: impl FnOnce(&mut Encoded, &mut LineWriter)) {
+    /// Runs `work` with this thread's (empty) scratch queue, or a new one when it is busy (a
+    /// records iterator that logs itself): requests are put there outside the lock, without
+    /// running the caller's code under it, and then appended to the inbox.
+    fn with_scratch(&self, work: impl FnOnce(&mut Requests)) {
         thread_local! {
-            static SCRATCH: std::cell::RefCell<(Encoded, LineWriter)> = std::cell::RefCell::default();
+            static SCRATCH: std::cell::RefCell<Requests> = std::cell::RefCell::default();
         }
         let mut work = Some(work);
         let _ = SCRATCH.try_with(|scratch| {
             if let Ok(mut scratch) = scratch.try_borrow_mut()
                 && let Some(work) = work.take()
             {
-                let (lines, writer) = &mut *scratch;
-                work(lines, writer);
+                scratch.clear();
+                work(&mut scratch);
                 // A request with a huge batch should not keep its memory on this thread.
-                if lines.lines.capacity() > 1 << 20 {
-                    *lines = Encoded::default();
+                if scratch.capacity() > 1 << 20 {
+                    *scratch = Requests::default();
                 }
             }
         });
         if let Some(work) = work.take() {
-            work(&mut Encoded::default(), &mut LineWriter::default());
+            work(&mut Requests::default());
         }
     }
 
-    fn encode_and_enqueue(
-        &self,
-        scratch: &mut Encoded,
-        writer: &mut LineWriter,
-        encode: impl FnOnce(&mut Encoded, &mut LineWriter),
-    ) {
-        scratch.lines.clear();
-        scratch.count = 0;
-        encode(scratch, writer);
-        if scratch.count == 0 {
+    /// Moves the scratch queue's requests to this thread's queue.
+    fn enqueue_scratch(&self, scratch: &mut Requests) {
+        if scratch.is_empty() {
             return;
         }
-        self.enqueue(scratch.count, |chunks| {
-            let chunk = last_chunk(chunks);
-            chunk.lines.extend_from_slice(&scratch.lines);
-            chunk.count += scratch.count;
+        self.enqueue_local(scratch.count(), |requests| requests.append(scratch));
+    }
+
+    /// Adds `count` records to this thread's queue with `add`, under its lock, and wakes the
+    /// background task if the queue was empty or has become worth a write; after shutdown they are
+    /// dropped (and counted) instead.
+    fn enqueue_local(&self, count: usize, add: impl FnOnce(&mut Requests)) {
+        let shared = &self.inner.shared;
+        let count = count as u64;
+        with_slot(shared, |slot| {
+            let mut queue = slot.lock();
+            if queue.closed {
+                drop(queue);
+                self.refuse(count);
+                return;
+            }
+            let was_empty = queue.count == 0;
+            let before = queue.requests.len();
+            add(&mut queue.requests);
+            queue.queued += count;
+            queue.count += count;
+            let reached = before < EARLY_WRITE_BYTES && queue.requests.len() >= EARLY_WRITE_BYTES;
+            drop(queue);
+            if was_empty || reached {
+                shared.notify.notify_one();
+            }
         });
     }
 
-    /// Adds `count` records to the inbox with `add`, under its lock, and wakes the background task
-    /// if it was empty; after shutdown they are dropped (and counted) instead.
-    fn enqueue(&self, count: usize, add: impl FnOnce(&mut Vec<Encoded>)) {
+    /// Adds `count` records to the inbox with `add` (Kinesis), under its lock, and wakes the
+    /// background task if it was empty; after shutdown they are dropped (and counted) instead.
+    fn enqueue(&self, count: usize, add: impl FnOnce(&mut Inbox)) {
         let shared = &self.inner.shared;
         let count = count as u64;
         let mut inbox = shared.inbox();
         if inbox.closed {
             drop(inbox);
-            shared.stats.dropped.fetch_add(count, Relaxed);
-            if !shared.warned_closed.swap(true, Relaxed) {
-                warn!(target = self.inner.target, "prediction logged after shutdown; dropped");
-            }
+            self.refuse(count);
             return;
         }
         let was_empty = inbox.count == 0;
-        let before = inbox.last_chunk_bytes();
-        add(&mut inbox.records);
+        add(&mut inbox);
         inbox.queued += count;
         inbox.count += count;
-        let reached = before < EARLY_WRITE_BYTES && inbox.last_chunk_bytes() >= EARLY_WRITE_BYTES;
         drop(inbox);
-        if was_empty || reached {
+        if was_empty {
             shared.notify.notify_one();
+        }
+    }
+
+    /// Counts records logged after shutdown as dropped (and says so once).
+    fn refuse(&self, count: u64) {
+        let shared = &self.inner.shared;
+        shared.stats.dropped.fetch_add(count, Relaxed);
+        if !shared.warned_closed.swap(true, Relaxed) {
+            warn!(target = self.inner.target, "prediction logged after shutdown; dropped");
         }
     }
 
@@ -360,17 +446,23 @@ impl PredictionLog {
     pub fn counters(&self) -> Counters {
         let shared = &self.inner.shared;
         let stats = &shared.stats;
-        // Under the lock: the background task moves the inbox's count to `memory` under it too.
+        // Under the locks: the background task moves the queues' counts to `memory` under them too.
         let inbox = shared.inbox();
+        let slots = shared.slots();
+        let queues: Vec<_> = slots.list.iter().map(|slot| slot.lock()).collect();
+        let (queued, count) =
+            queues.iter().fold((inbox.queued + slots.retired_queued, inbox.count), |(queued, count), queue| {
+                (queued + queue.queued, count + queue.count)
+            });
         Counters {
-            queued: inbox.queued,
+            queued,
             sent: stats.sent.load(Relaxed),
             spilled: stats.spilled.load(Relaxed),
             dropped: stats.dropped.load(Relaxed),
             sink_errors: stats.sink_errors.load(Relaxed),
             recovered: stats.recovered.load(Relaxed),
             corrupt: stats.corrupt.load(Relaxed),
-            queue_depth: stats.memory.load(Relaxed) + inbox.count,
+            queue_depth: stats.memory.load(Relaxed) + count,
             spill_backlog: stats.backlog.load(Relaxed),
         }
     }
@@ -382,7 +474,7 @@ impl PredictionLog {
         let inner = &self.inner;
         let mut worker = inner.worker.lock().await;
         if let Some(handle) = worker.take() {
-            inner.shared.inbox().closed = true;
+            inner.shared.close();
             inner.shared.notify.notify_one();
             inner.shutdown.send_replace(Some(Instant::now() + deadline));
             if let Err(error) = handle.await {
@@ -393,11 +485,35 @@ impl PredictionLog {
     }
 }
 
-/// The inbox's last chunk, which the local sink's callers append to (a new one if there is none).
-fn last_chunk(chunks: &mut Vec<Encoded>) -> &mut Encoded {
-    if chunks.is_empty() {
-        chunks.push(Encoded::default());
+/// Runs `work` with the calling thread's queue in `shared` (made and listed on the thread's first
+/// record). The thread keeps a list of its queues, one per log it logged to (usually one).
+fn with_slot(shared: &Shared, work: impl FnOnce(&Slot)) {
+    thread_local! {
+        static SLOTS: RefCell<Vec<(u64, Arc<Slot>)>> = const { RefCell::new(Vec::new()) };
     }
-    let last = chunks.len() - 1;
-    &mut chunks[last]
+    let mut work = Some(work);
+    let _ = SLOTS.try_with(|slots| {
+        if let Ok(slots) = slots.try_borrow()
+            && let Some((_, slot)) = slots.iter().find(|(id, _)| *id == shared.id)
+            && let Some(work) = work.take()
+        {
+            work(slot);
+            return;
+        }
+        if let Ok(mut slots) = slots.try_borrow_mut()
+            && let Some(work) = work.take()
+        {
+            // Forget the queues of logs that were shut down (the background task drops them
+            // from its list once they are empty and no thread holds them).
+            slots.retain(|(_, slot)| !slot.lock().closed);
+            let slot = shared.new_slot();
+            work(&slot);
+            slots.push((shared.id, slot));
+        }
+    });
+    // The thread is ending (its thread-locals are gone) or `work` logs itself: a queue of its own
+    // for this call.
+    if let Some(work) = work.take() {
+        work(&shared.new_slot());
+    }
 }

@@ -4,6 +4,7 @@
 //! `docs/prediction-log.md`; changing a field's name, type or meaning requires a new schema version.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +132,9 @@ pub struct RequestFields<'a> {
     pub received_at_ms: i64,
     /// Time spent serving the request, in microseconds.
     pub latency_us: u64,
+    /// When the request was answered (not written; the local sink writes records in this order
+    /// across threads, see `docs/prediction-log.md`).
+    pub answered_at: Instant,
 }
 
 /// The fields of one ride's record that are its own.
@@ -582,7 +586,7 @@ mod tests {
         ];
         for (index, (model, latency_us)) in requests.into_iter().enumerate() {
             let received_at_ms = if index == 3 { i64::MIN } else { 1_700_000_000_000 + index as i64 };
-            let request = RequestFields { model, received_at_ms, latency_us };
+            let request = RequestFields { model, received_at_ms, latency_us, answered_at: Instant::now() };
             writer.begin(&request);
             for (ride, ride_id) in ids.iter().enumerate() {
                 let ride_id = format!("{ride_id}{}", if index % 2 == 0 { String::new() } else { index.to_string() });

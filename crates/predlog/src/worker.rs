@@ -20,6 +20,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
 use crate::log::{EARLY_WRITE_BYTES, Shared};
+use crate::queued::{Requests, encode_merged};
+use crate::record::LineWriter;
 use crate::sink::{Encoded, LOCAL_BATCH_BYTES, Sink, record_count};
 use crate::spill::Spill;
 
@@ -73,10 +75,15 @@ struct Buffers {
     spill: Spill,
     /// Encoded records waiting in memory (only while the spill is empty).
     pending: VecDeque<Encoded>,
-    /// Written chunks' buffers, put back in the inbox for the callers to fill again (local sink),
-    /// so that their memory is reused rather than allocated, grown and faulted in anew for every
-    /// batch (which cost a quarter of the server's time under a heavy load).
+    /// Written chunks' buffers, filled again with the next requests' lines (local sink), so that
+    /// their memory is reused rather than allocated, grown and faulted in anew for every batch
+    /// (which cost a quarter of the server's time under a heavy load).
     recycled: Vec<Vec<u8>>,
+    /// The requests taken from the threads' queues (local sink), one buffer per queue, swapped
+    /// back in empty to keep the memory.
+    queues: Vec<Requests>,
+    /// Turns them into lines.
+    writer: LineWriter,
     /// Records held in memory before the rest goes to the spill. For the local sink this is only
     /// reached when the disk is slower than the records come for a while (segments are closed off
     /// this task and everything pending leaves in one write): the spill then bounds the memory,
@@ -88,29 +95,23 @@ struct Buffers {
     spare: Vec<Encoded>,
 }
 
-/// Chunk buffers kept for reuse: one being filled by the callers while another is written.
+/// Chunk buffers kept for reuse: one being filled while another is written.
 const RECYCLE_BUFFERS: usize = 2;
 /// The largest chunk buffer kept for reuse: the local sink's batch limit.
 const RECYCLE_MAX_BYTES: usize = LOCAL_BATCH_BYTES;
+/// The most memory kept per buffer for the requests taken from the queues (a few times what makes an early
+/// write, so that a busy server keeps it, but not what a backlog grew it to).
+const RECYCLE_MAX_REQUEST_BYTES: usize = 4 * EARLY_WRITE_BYTES;
 
 impl Buffers {
-    /// Takes everything from the inbox: into `pending`, or the spill when it is not empty, when
+    /// Takes everything from the inbox (Kinesis) or the threads' queues (local sink): into
+    /// `pending`, or the spill when it is not empty, when
     /// memory holds `capacity` records, or when `spill_all` (shutdown past its deadline).
     fn drain(&mut self, spill_all: bool) {
-        if !self.keyed && self.spare.is_empty() {
-            // The callers append to the inbox's last chunk: give them an empty one with memory.
-            let lines = self.recycled.pop().unwrap_or_default();
-            self.spare.push(Encoded { lines, count: 0, key: String::new() });
+        let mut taken = if self.keyed { self.take_inbox() } else { self.take_queues() };
+        if taken.is_empty() {
+            return;
         }
-        let mut taken = {
-            let mut inbox = self.shared.inbox();
-            if inbox.count == 0 {
-                return;
-            }
-            // Under the lock, so that the counters never miss these records.
-            self.shared.stats.memory.fetch_add(std::mem::take(&mut inbox.count), Relaxed);
-            std::mem::replace(&mut inbox.records, std::mem::take(&mut self.spare))
-        };
         let stats = &self.shared.stats;
         let mut encoded = Vec::with_capacity(taken.len());
         for record in taken.drain(..) {
@@ -141,6 +142,64 @@ impl Buffers {
             debug!(records = in_memory, "prediction log queue full; spilling");
             self.spill_pending();
         }
+    }
+
+    /// Takes the inbox's records (Kinesis).
+    fn take_inbox(&mut self) -> Vec<Encoded> {
+        let mut inbox = self.shared.inbox();
+        if inbox.count == 0 {
+            return Vec::new();
+        }
+        // Under the lock, so that the counters never miss these records.
+        self.shared.stats.memory.fetch_add(std::mem::take(&mut inbox.count), Relaxed);
+        std::mem::replace(&mut inbox.records, std::mem::take(&mut self.spare))
+    }
+
+    /// Takes the requests of every thread's queue (local sink) and serializes them, merged in the
+    /// order they were answered, into one chunk of lines; drops the queues of threads that ended.
+    fn take_queues(&mut self) -> Vec<Encoded> {
+        let mut taken = 0;
+        {
+            let mut slots = self.shared.slots();
+            let slots = &mut *slots;
+            if self.queues.len() < slots.list.len() {
+                self.queues.resize_with(slots.list.len(), Requests::default);
+            }
+            // All locked at once, so that the requests taken are those logged before one moment:
+            // a record logged after another one was (on any threads) is never taken before it.
+            let mut locked: Vec<_> = slots.list.iter().map(|slot| slot.lock()).collect();
+            for (queue, requests) in locked.iter_mut().zip(&mut self.queues) {
+                if queue.count > 0 {
+                    // Under the lock, so that the counters never miss these records.
+                    self.shared.stats.memory.fetch_add(queue.count, Relaxed);
+                    taken += std::mem::take(&mut queue.count);
+                    std::mem::swap(&mut queue.requests, requests);
+                }
+            }
+            drop(locked);
+            slots.list.retain(|slot| {
+                // Only the list holds it: its thread has ended, and nothing can be added to it.
+                if Arc::strong_count(slot) > 1 {
+                    return true;
+                }
+                let queue = slot.lock();
+                slots.retired_queued += queue.queued;
+                false
+            });
+        }
+        if taken == 0 {
+            return Vec::new();
+        }
+        let lines = self.recycled.pop().unwrap_or_default();
+        let mut chunk = Encoded { lines, count: 0, key: String::new() };
+        encode_merged(&self.queues, &mut self.writer, &mut chunk);
+        for requests in &mut self.queues {
+            requests.clear();
+            if requests.capacity() > RECYCLE_MAX_REQUEST_BYTES {
+                *requests = Requests::default();
+            }
+        }
+        vec![chunk]
     }
 
     /// Appends records (from memory) to the spill.
@@ -220,7 +279,7 @@ impl Control {
                 self.orphaned = true;
                 if self.deadline.is_none() {
                     warn!("prediction log dropped without shutdown; flushing");
-                    self.shared.inbox().closed = true;
+                    self.shared.close();
                     self.deadline = Some(Instant::now() + ORPHAN_DEADLINE);
                 }
             }
@@ -277,6 +336,8 @@ impl Worker {
             spill,
             pending: VecDeque::new(),
             recycled: Vec::new(),
+            queues: Vec::new(),
+            writer: LineWriter::default(),
             capacity: config.queue_capacity,
             keyed: sink.keyed(),
             max_record_bytes: sink.max_record_bytes(),
@@ -361,13 +422,13 @@ impl Worker {
             }
         };
         // No linger when the records waiting are already worth a write (see EARLY_WRITE_BYTES).
-        let enough = || shared.inbox().last_chunk_bytes() >= EARLY_WRITE_BYTES;
+        let enough = || shared.waiting_bytes() >= EARLY_WRITE_BYTES;
         if arrived && !self.linger.is_zero() && !self.control.closing() && !enough() {
             let until = Instant::now() + self.linger;
             loop {
                 tokio::select! {
                     () = tokio::time::sleep_until(until) => break,
-                    // A caller's chunk reached EARLY_WRITE_BYTES, or (after a wake-up left from
+                    // The requests waiting reached EARLY_WRITE_BYTES, or (after a wake-up left from
                     // before) a record came into an empty inbox: that one waits with the rest.
                     () = shared.notify.notified() => if enough() {
                         break;

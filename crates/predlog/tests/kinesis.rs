@@ -36,8 +36,12 @@ async fn every_record_reaches_the_stream_exactly_once() {
     let model = std::sync::Arc::new(lightops_predlog::ModelId { name: "trip_duration".into(), version: "3".into() });
     for start in (N / 2..N).step_by(10) {
         let rides: Vec<_> = (start..start + 10).map(record).collect();
-        let request =
-            lightops_predlog::RequestFields { model: &model, received_at_ms: rides[0].received_at_ms, latency_us: 7 };
+        let request = lightops_predlog::RequestFields {
+            model: &model,
+            received_at_ms: rides[0].received_at_ms,
+            latency_us: 7,
+            answered_at: std::time::Instant::now(),
+        };
         log.log_request(
             request,
             rides.iter().map(|ride| lightops_predlog::RideFields {

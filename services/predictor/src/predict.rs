@@ -79,11 +79,12 @@ impl Predictor {
     /// Scores checked rides with `model`, logs one record per ride and records metrics.
     pub fn answer(&self, api: Api, model: &LoadedModel, rides: &[RideIn], started: Instant) -> Vec<f64> {
         let predictions: Vec<f64> = rides.iter().map(|r| model.scorer.score(&r.ride)).collect();
-        let elapsed = started.elapsed();
+        let answered_at = Instant::now();
+        let elapsed = answered_at.saturating_duration_since(started);
         if let Some(log) = &self.log {
             let received_at_ms = wall_clock_ms(started);
             let latency_us = elapsed.as_micros() as u64;
-            let request = RequestFields { model: &model.id, received_at_ms, latency_us };
+            let request = RequestFields { model: &model.id, received_at_ms, latency_us, answered_at };
             // Borrowed views: serialized by the log without copying the strings first.
             log.log_request(
                 request,

@@ -5,19 +5,20 @@ pub(crate) mod kinesis;
 pub(crate) mod local;
 
 use crate::config::KINESIS_MAX_RECORD_BYTES;
-use crate::record::{LineWriter, PredictionRecord, RequestFields, RideFields};
+use crate::record::{LineWriter, PredictionRecord, RideFields};
 
 /// The most the local sink writes in one batch: everything pending, up to this (what accumulates
 /// while the task waits for a core under a heavy load).
 pub(crate) const LOCAL_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
-/// Records serialized by the callers of [`PredictionLog::log`](crate::PredictionLog::log), ready
-/// for any sink or the spill.
+/// Records serialized for any sink or the spill: by the callers of
+/// [`PredictionLog::log`](crate::PredictionLog::log) for Kinesis, by the background task for the
+/// local sink.
 ///
 /// For Kinesis it holds exactly one record (with its partition key), since Kinesis takes records
-/// one by one. For the local sink it holds the lines of many records: the callers append to the
-/// inbox's last chunk, so that a busy server's records cost no allocation each and leave in one
-/// `write` per linger.
+/// one by one. For the local sink it holds the lines of many records: the background task writes
+/// all the requests it takes from the inbox into one chunk, so that a busy server's records cost no
+/// allocation each and leave in one `write` per linger.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Encoded {
     /// The records' JSON, each line followed by a newline.
@@ -61,19 +62,6 @@ impl Encoded {
         writer.write(ride, &mut self.lines);
         self.lines.push(b'\n');
         self.count += 1;
-    }
-
-    /// Appends the lines of a request's rides, through `writer`.
-    pub fn push_request<'a>(
-        &mut self,
-        writer: &mut LineWriter,
-        request: &RequestFields<'_>,
-        rides: impl IntoIterator<Item = RideFields<'a>>,
-    ) {
-        writer.begin(request);
-        for ride in rides {
-            self.push_ride(writer, &ride);
-        }
     }
 
     /// The JSON of a single-record chunk, without the newline (a Kinesis record's data).
