@@ -203,8 +203,9 @@ impl Requests {
         for _ in 0..rides {
             let id_len = read_u32(bytes, at + 41) as usize;
             // The bytes came from a `&str`, so this borrows; a corrupt buffer cannot make invalid
-            // UTF-8 reach the log.
-            let ride_id = String::from_utf8_lossy(&bytes[at + RIDE_BYTES..at + RIDE_BYTES + id_len]);
+            // UTF-8 reach the log. (`from_utf8_lossy` alone costs twice as much when valid.)
+            let id = &bytes[at + RIDE_BYTES..at + RIDE_BYTES + id_len];
+            let ride_id = std::str::from_utf8(id).map_or_else(|_| String::from_utf8_lossy(id), Cow::Borrowed);
             let ride = RideFields {
                 ride_id: match &ride_id {
                     Cow::Borrowed(id) => id,
@@ -364,7 +365,7 @@ mod tests {
         second.push_request(&request(&v1), [ride("d", 4)]);
         third.push_request(&request(&v2), [ride("e", 5)]);
         first.append(&mut second);
-        assert!(second.is_empty() && second.len() == 0);
+        assert!(second.is_empty() && second.bytes.is_empty());
         first.append(&mut third);
         // Into an empty one: the buffer is taken whole.
         let mut all = Requests::default();
