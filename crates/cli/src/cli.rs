@@ -449,7 +449,7 @@ pub struct ServePredictorArgs {
     #[arg(long, env = "LIGHTOPS_LOG_QUEUE")]
     pub log_queue: Option<usize>,
     /// How long log records gather in memory before one write sends them all (at most 200ms;
-    /// 0 writes each request's records at once; the local sink writes once 0.7–1 MiB of lines is waiting).
+    /// 0 writes each request's records at once; the local sink writes once a thread has ~1 MiB of lines waiting).
     #[arg(long, env = "LIGHTOPS_LOG_LINGER", default_value = "10ms", value_parser = humantime::parse_duration)]
     pub log_linger: std::time::Duration,
     /// How long shutdown waits for the log sink before leaving the rest in the disk buffer.

@@ -92,7 +92,7 @@ pub(crate) struct Stats {
     pub recovered: AtomicU64,
     pub corrupt: AtomicU64,
     /// Records the background task holds in memory, neither sent, spilled nor dropped (those still
-    /// in the inbox are counted there).
+    /// in the inbox or the threads' queues are counted there).
     pub memory: AtomicU64,
     /// Records in the spill not yet sent.
     pub backlog: AtomicU64,

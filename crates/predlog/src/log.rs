@@ -158,17 +158,35 @@ impl Shared {
         }
     }
 
-    /// Bytes of the requests waiting for the local sink (see [`EARLY_WRITE_BYTES`]).
+    /// Records accepted since start ([`Counters::queued`]), records waiting in the inbox and the
+    /// queues, and records the background task holds in memory, read together: the task moves
+    /// records from the queues to `memory` under the same locks.
+    pub fn accepted(&self) -> (u64, u64, u64) {
+        let inbox = self.inbox();
+        let slots = self.slots();
+        let queues: Vec<_> = slots.list.iter().map(|slot| slot.lock()).collect();
+        let (queued, waiting) =
+            queues.iter().fold((inbox.queued + slots.retired_queued, inbox.count), |(queued, waiting), queue| {
+                (queued + queue.queued, waiting + queue.count)
+            });
+        (queued, waiting, self.stats.memory.load(Relaxed))
+    }
+
+    /// Bytes of the requests waiting for the local sink, in all threads' queues (see
+    /// [`EARLY_WRITE_BYTES`]).
     pub fn waiting_bytes(&self) -> usize {
         self.slots().list.iter().map(|slot| slot.lock().requests.len()).sum()
     }
 
-    /// A new queue for a thread, listed for the background task.
+    /// A new queue for a thread, listed for the background task (a closed one, not listed, after
+    /// shutdown).
     fn new_slot(&self) -> Arc<Slot> {
         let mut slots = self.slots();
         let queue = SlotQueue { closed: slots.closed, ..SlotQueue::default() };
         let slot = Arc::new(Slot { queue: Mutex::new(queue) });
-        slots.list.push(slot.clone());
+        if !slots.closed {
+            slots.list.push(slot.clone());
+        }
         slot
     }
 }
@@ -232,6 +250,8 @@ impl PredictionLog {
     }
 
     async fn launch(config: LogConfig, sink: Sink) -> Result<Self> {
+        // Answer times are counted from here on (earlier ones would all count as this moment).
+        crate::queued::clock_base();
         let stats = Arc::new(Stats::default());
         let spill = {
             let (dir, stats) = (config.spill_dir.clone(), stats.clone());
@@ -355,7 +375,7 @@ impl PredictionLog {
 
     /// Runs `work` with this thread's (empty) scratch queue, or a new one when it is busy (a
     /// records iterator that logs itself): requests are put there outside the lock, without
-    /// running the caller's code under it, and then appended to the inbox.
+    /// running the caller's code under it, and then appended to this thread's queue.
     fn with_scratch(&self, work: impl FnOnce(&mut Requests)) {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Requests> = std::cell::RefCell::default();
@@ -446,14 +466,7 @@ impl PredictionLog {
     pub fn counters(&self) -> Counters {
         let shared = &self.inner.shared;
         let stats = &shared.stats;
-        // Under the locks: the background task moves the queues' counts to `memory` under them too.
-        let inbox = shared.inbox();
-        let slots = shared.slots();
-        let queues: Vec<_> = slots.list.iter().map(|slot| slot.lock()).collect();
-        let (queued, count) =
-            queues.iter().fold((inbox.queued + slots.retired_queued, inbox.count), |(queued, count), queue| {
-                (queued + queue.queued, count + queue.count)
-            });
+        let (queued, waiting, memory) = shared.accepted();
         Counters {
             queued,
             sent: stats.sent.load(Relaxed),
@@ -462,7 +475,7 @@ impl PredictionLog {
             sink_errors: stats.sink_errors.load(Relaxed),
             recovered: stats.recovered.load(Relaxed),
             corrupt: stats.corrupt.load(Relaxed),
-            queue_depth: stats.memory.load(Relaxed) + count,
+            queue_depth: memory + waiting,
             spill_backlog: stats.backlog.load(Relaxed),
         }
     }
@@ -503,8 +516,8 @@ fn with_slot(shared: &Shared, work: impl FnOnce(&Slot)) {
         if let Ok(mut slots) = slots.try_borrow_mut()
             && let Some(work) = work.take()
         {
-            // Forget the queues of logs that were shut down (the background task drops them
-            // from its list once they are empty and no thread holds them).
+            // Forget the queues of logs that were shut down (the background task drops a queue
+            // from its list once no thread holds it and it is empty).
             slots.retain(|(_, slot)| !slot.lock().closed);
             let slot = shared.new_slot();
             work(&slot);

@@ -1,10 +1,10 @@
 //! Requests queued for the local sink in a compact binary form, turned into JSON lines by the
 //! background task.
 //!
-//! The prediction path copies each ride's numbers and id (about 50 bytes) into the inbox and no
-//! more: formatting the ~230-byte JSON line there meant writing four cache lines that the
-//! background task's core then read back, and releasing the inbox's lock waited for those stores
-//! to reach the other core. The formatting itself costs the same on either side.
+//! The prediction path copies each ride's numbers and id (about 50 bytes) into its thread's queue
+//! and no more: the ~230-byte JSON line is four cache lines that the background task's core would
+//! read back. The formatting itself costs the same on either side; the compact form keeps the
+//! prediction path's share of the log small and its stores few.
 //!
 //! Written by hand: the layout is private to this crate and lives for milliseconds in memory (a
 //! serialization crate would add framing and checks this does not need). Numbers are stored
@@ -152,7 +152,7 @@ impl Requests {
         for model in &other.models {
             remap.push(self.model_index(model) as u32);
         }
-        // The usual case: one model, the first here too (the inbox is emptied every few ms).
+        // The usual case: one model, the first here too (the queues are emptied every few ms).
         if remap.iter().enumerate().all(|(index, &to)| index == to as usize) {
             self.count += other.count;
             other.clear();

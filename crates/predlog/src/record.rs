@@ -132,8 +132,9 @@ pub struct RequestFields<'a> {
     pub received_at_ms: i64,
     /// Time spent serving the request, in microseconds.
     pub latency_us: u64,
-    /// When the request was answered (not written; the local sink writes records in this order
-    /// across threads, see `docs/prediction-log.md`).
+    /// When the request was answered: not written, but the order the local sink writes records
+    /// of different threads in (see `docs/prediction-log.md`). Take it after the predictions and
+    /// before the call that logs them, never later.
     pub answered_at: Instant,
 }
 

@@ -1,7 +1,7 @@
-//! The background task: drains the inbox, sends batches in order, spills when the sink cannot keep
-//! up, and sends the spill first once it can.
+//! The background task: drains the inbox (Kinesis) or the threads' queues (local sink), sends
+//! batches in order, spills when the sink cannot keep up, and sends the spill first once it can.
 //!
-//! Records leave in log order: `[batch in flight] [pending (memory)] [spill] [inbox]`. While the
+//! Records leave in log order: `[batch in flight] [pending (memory)] [spill] [queues]`. While the
 //! spill holds anything, new records are appended to it rather than sent around it, so `pending`
 //! is only ever filled while the spill is empty. A batch that fails as a whole while it is only in
 //! memory goes to the *front* of the spill; a batch read from the spill stays there until it is
@@ -69,7 +69,7 @@ impl Backoff {
     }
 }
 
-/// The buffers between the inbox and the sink.
+/// The buffers between the inbox or the threads' queues and the sink.
 struct Buffers {
     shared: Arc<Shared>,
     spill: Spill,
@@ -91,7 +91,7 @@ struct Buffers {
     capacity: usize,
     keyed: bool,
     max_record_bytes: usize,
-    /// The previous inbox vector, swapped back in to keep its allocation.
+    /// The previous inbox vector (Kinesis), swapped back in to keep its allocation.
     spare: Vec<Encoded>,
 }
 
@@ -159,7 +159,7 @@ impl Buffers {
     /// order they were answered, into one chunk of lines; drops the queues of threads that ended.
     fn take_queues(&mut self) -> Vec<Encoded> {
         let mut taken = 0;
-        {
+        let listed = {
             let mut slots = self.shared.slots();
             let slots = &mut *slots;
             if self.queues.len() < slots.list.len() {
@@ -178,21 +178,29 @@ impl Buffers {
             }
             drop(locked);
             slots.list.retain(|slot| {
-                // Only the list holds it: its thread has ended, and nothing can be added to it.
+                // Only the list holds it: its thread has ended, and nothing more can be added to
+                // it. What was added since the swap above is taken at the next drain.
                 if Arc::strong_count(slot) > 1 {
                     return true;
                 }
                 let queue = slot.lock();
+                if queue.count > 0 {
+                    return true;
+                }
                 slots.retired_queued += queue.queued;
                 false
             });
-        }
+            slots.list.len()
+        };
         if taken == 0 {
+            self.queues.truncate(listed);
             return Vec::new();
         }
         let lines = self.recycled.pop().unwrap_or_default();
         let mut chunk = Encoded { lines, count: 0, key: String::new() };
         encode_merged(&self.queues, &mut self.writer, &mut chunk);
+        // One buffer per queue still listed (they are all empty now).
+        self.queues.truncate(listed);
         for requests in &mut self.queues {
             requests.clear();
             if requests.capacity() > RECYCLE_MAX_REQUEST_BYTES {
@@ -226,7 +234,7 @@ impl Buffers {
         self.spill(&Vec::from(pending));
     }
 
-    /// Keeps the largest buffer of a written batch for the inbox (see `recycled`).
+    /// Keeps the largest buffer of a written batch for the next one (see `recycled`).
     fn recycle(&mut self, records: Vec<Encoded>) {
         if self.keyed {
             return;
@@ -294,7 +302,7 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
-/// Drives `work` to completion while keeping the inbox drained and the housekeeping going;
+/// Drives `work` to completion while keeping the queues drained and the housekeeping going;
 /// `None` if the shutdown deadline passed first (`work` is then dropped).
 async fn pump<F: Future>(buffers: &mut Buffers, control: &mut Control, work: F) -> Option<F::Output> {
     tokio::pin!(work);
@@ -429,7 +437,7 @@ impl Worker {
                 tokio::select! {
                     () = tokio::time::sleep_until(until) => break,
                     // The requests waiting reached EARLY_WRITE_BYTES, or (after a wake-up left from
-                    // before) a record came into an empty inbox: that one waits with the rest.
+                    // before) a record came into an empty queue: that one waits with the rest.
                     () = shared.notify.notified() => if enough() {
                         break;
                     },
@@ -603,7 +611,7 @@ impl Worker {
         self.buffers.spill.close();
         let stats = &self.buffers.shared.stats;
         // Read first: a lock guard taken inside `info!` would be held while the event is written.
-        let queued = self.buffers.shared.inbox().queued;
+        let queued = self.buffers.shared.accepted().0;
         info!(
             sink = self.sink.describe(),
             queued,

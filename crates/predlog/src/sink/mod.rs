@@ -17,7 +17,7 @@ pub(crate) const LOCAL_BATCH_BYTES: usize = 64 * 1024 * 1024;
 ///
 /// For Kinesis it holds exactly one record (with its partition key), since Kinesis takes records
 /// one by one. For the local sink it holds the lines of many records: the background task writes
-/// all the requests it takes from the inbox into one chunk, so that a busy server's records cost no
+/// all the requests it takes from the threads' queues into one chunk, so that a busy server's records cost no
 /// allocation each and leave in one `write` per linger.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Encoded {
