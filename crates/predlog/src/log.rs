@@ -352,15 +352,16 @@ impl PredictionLog {
                 return;
             }
             // More rides than the iterator said: the general way.
-            let rides = few.into_iter().flatten().chain(extra).chain(rides);
-            self.with_scratch(|scratch| {
-                scratch.push_request(&request, rides);
-                self.enqueue_scratch(scratch);
-            });
+            self.log_through_scratch(&request, few.into_iter().flatten().chain(extra).chain(rides));
             return;
         }
+        self.log_through_scratch(&request, rides);
+    }
+
+    /// Queues a request through this thread's scratch queue (see [`PredictionLog::with_scratch`]).
+    fn log_through_scratch<'a>(&self, request: &RequestFields<'_>, rides: impl Iterator<Item = RideFields<'a>>) {
         self.with_scratch(|scratch| {
-            scratch.push_request(&request, rides);
+            scratch.push_request(request, rides);
             self.enqueue_scratch(scratch);
         });
     }

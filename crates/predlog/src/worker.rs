@@ -99,14 +99,14 @@ struct Buffers {
 const RECYCLE_BUFFERS: usize = 2;
 /// The largest chunk buffer kept for reuse: the local sink's batch limit.
 const RECYCLE_MAX_BYTES: usize = LOCAL_BATCH_BYTES;
-/// The most memory kept per buffer for the requests taken from the queues (a few times what makes an early
-/// write, so that a busy server keeps it, but not what a backlog grew it to).
+/// The most memory kept per buffer for the requests taken from the queues (a few times what makes
+/// an early write, so that a busy server keeps it, but not what a backlog grew it to).
 const RECYCLE_MAX_REQUEST_BYTES: usize = 4 * EARLY_WRITE_BYTES;
 
 impl Buffers {
     /// Takes everything from the inbox (Kinesis) or the threads' queues (local sink): into
-    /// `pending`, or the spill when it is not empty, when
-    /// memory holds `capacity` records, or when `spill_all` (shutdown past its deadline).
+    /// `pending`, or the spill when it is not empty, when memory holds `capacity` records, or when
+    /// `spill_all` (shutdown past its deadline).
     fn drain(&mut self, spill_all: bool) {
         let mut taken = if self.keyed { self.take_inbox() } else { self.take_queues() };
         if taken.is_empty() {
@@ -192,14 +192,14 @@ impl Buffers {
             });
             slots.list.len()
         };
-        if taken == 0 {
-            self.queues.truncate(listed);
-            return Vec::new();
+        let mut chunks = Vec::new();
+        if taken > 0 {
+            let lines = self.recycled.pop().unwrap_or_default();
+            let mut chunk = Encoded { lines, count: 0, key: String::new() };
+            encode_merged(&self.queues, &mut self.writer, &mut chunk);
+            chunks.push(chunk);
         }
-        let lines = self.recycled.pop().unwrap_or_default();
-        let mut chunk = Encoded { lines, count: 0, key: String::new() };
-        encode_merged(&self.queues, &mut self.writer, &mut chunk);
-        // One buffer per queue still listed (they are all empty now).
+        // One buffer per queue still listed, emptied.
         self.queues.truncate(listed);
         for requests in &mut self.queues {
             requests.clear();
@@ -207,7 +207,7 @@ impl Buffers {
                 *requests = Requests::default();
             }
         }
-        vec![chunk]
+        chunks
     }
 
     /// Appends records (from memory) to the spill.
