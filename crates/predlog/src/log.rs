@@ -253,6 +253,8 @@ impl PredictionLog {
     }
 
     async fn launch(config: LogConfig, sink: Sink) -> Result<Self> {
+        // Answer times are counted from here on (earlier ones would all count as this moment).
+        crate::queued::clock_base();
         let stats = Arc::new(Stats::default());
         let spill = {
             let (dir, stats) = (config.spill_dir.clone(), stats.clone());
@@ -341,15 +343,15 @@ impl PredictionLog {
             // also takes it, and a few hundred rides take microseconds. Records the iterator logs
             // itself wait in `NESTED` until the request's lines are written (see `enqueue_local`).
             self.enqueue_local(|lines, writer| {
-                let writing = Writing::enter(id);
-                lines.push_request(writer, &request, rides);
-                if writing.finish() {
-                    let _ = NESTED.try_with(|nested| {
-                        if let Ok(mut nested) = nested.try_borrow_mut() {
-                            lines.append(&mut nested);
-                        }
-                    });
+                {
+                    let _writing = Writing::enter(id);
+                    lines.push_request(writer, &request, rides);
                 }
+                let _ = NESTED.try_with(|nested| {
+                    if let Ok(mut nested) = nested.try_borrow_mut() {
+                        lines.append(&mut nested);
+                    }
+                });
             });
             return;
         }
@@ -408,7 +410,6 @@ impl PredictionLog {
                     && let Some(add) = add.take()
                 {
                     add(&mut nested, &mut LineWriter::default());
-                    Writing::defer();
                 }
             });
             if let Some(add) = add {
@@ -530,9 +531,6 @@ impl Writing {
     thread_local! {
         /// The id (plus one) of the log being written to; 0 when none.
         static LOG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-        /// Whether `NESTED` holds lines (set when they are put there, so that the usual request
-        /// does not look).
-        static DEFERRED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
     /// Marks the thread as writing into its queue of log `id`; call only after
@@ -545,16 +543,6 @@ impl Writing {
     /// not doing so already, and its thread-locals are still there to say so.
     fn can_enter(id: u64) -> bool {
         Self::LOG.try_with(|log| log.get() != id + 1).unwrap_or(false)
-    }
-
-    /// Notes that lines were put in `NESTED`.
-    fn defer() {
-        let _ = Self::DEFERRED.try_with(|deferred| deferred.set(true));
-    }
-
-    /// Ends the mark; returns whether `NESTED` holds lines to add (and forgets that it does).
-    fn finish(self) -> bool {
-        Self::DEFERRED.try_with(|deferred| deferred.replace(false)).unwrap_or(false)
     }
 
     /// Whether the thread is writing into its queue of log `id`.

@@ -11,6 +11,7 @@
 //! Written by hand: a buffer of lines with an index of request boundaries is a few lines of code,
 //! and the merge is specific to this hand-off.
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use crate::record::{LineWriter, PredictionRecord, RequestFields, RideFields};
@@ -30,8 +31,8 @@ pub(crate) struct Lines {
 /// Where a request's lines end in [`Lines::bytes`], how many there are, and when it was answered.
 #[derive(Debug, Clone, Copy)]
 struct Mark {
-    /// Kept as it is: comparing two instants is cheaper than turning each into a number.
-    answered: Instant,
+    /// Nanoseconds after [`clock_base`].
+    answered: u64,
     end: usize,
     records: usize,
 }
@@ -75,7 +76,7 @@ impl Lines {
     /// at `at`.
     fn mark(&mut self, records: usize, at: Instant) {
         if records > 0 {
-            self.marks.push(Mark { answered: at, end: self.bytes.len(), records });
+            self.marks.push(Mark { answered: nanos(at), end: self.bytes.len(), records });
             self.count += records;
         }
     }
@@ -110,9 +111,6 @@ impl Lines {
     /// Moves `other`'s requests to the end of these, leaving `other` empty (with its memory).
     pub fn append(&mut self, other: &mut Lines) {
         other.cut_to_marked();
-        if other.is_empty() {
-            return;
-        }
         if self.is_empty() && self.bytes.capacity() < other.bytes.capacity() {
             // Nothing to add to: take the whole buffer (and give ours back).
             std::mem::swap(self, other);
@@ -163,8 +161,8 @@ fn merge_runs(queues: &[Lines], out: &mut Encoded) {
     loop {
         // Few queues (one per thread): a scan beats a heap. The earliest next request, and the
         // earliest among the other queues.
-        let mut first: Option<(usize, Instant)> = None;
-        let mut second: Option<Instant> = None;
+        let mut first: Option<(usize, u64)> = None;
+        let mut second: Option<u64> = None;
         for (index, (queue, &at)) in queues.iter().zip(&cursors).enumerate() {
             let Some(mark) = queue.marks.get(at) else { continue };
             match first {
@@ -192,6 +190,17 @@ fn merge_runs(queues: &[Lines], out: &mut Encoded) {
         out.count += records;
         cursors[index] = to;
     }
+}
+
+/// The instant answer times are counted from (the first time it is asked for).
+pub(crate) fn clock_base() -> &'static Instant {
+    static BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
+    &BASE
+}
+
+/// Nanoseconds from [`clock_base`] to `at` (0 before it).
+fn nanos(at: Instant) -> u64 {
+    at.saturating_duration_since(*clock_base()).as_nanos() as u64
 }
 
 #[cfg(test)]
@@ -315,7 +324,7 @@ mod tests {
     #[test]
     fn queues_are_merged_in_the_order_their_requests_were_answered() {
         let model = Arc::new(ModelId { name: "m".into(), version: "1".into() });
-        let base = Instant::now();
+        let base = *clock_base();
         let at = |us: u64| base + Duration::from_micros(us);
         let mut writer = LineWriter::default();
         let mut queues: Vec<Lines> = (0..3).map(|_| Lines::default()).collect();
