@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use crate::config::{LogConfig, SinkTarget};
-use crate::queued::Lines;
-use crate::record::{LineWriter, PredictionRecord, RequestFields, RideFields};
+use crate::queued::Requests;
+use crate::record::{PredictionRecord, RequestFields, RideFields};
 use crate::sink::kinesis::KinesisSink;
 use crate::sink::local::LocalSink;
 use crate::sink::{Encoded, Sink};
@@ -23,18 +23,17 @@ use crate::spill::Spill;
 use crate::worker::Worker;
 use crate::{Error, Result, Stats};
 
-/// Requests of at most this many rides (by the iterator's size hint) have their lines written
-/// straight into the thread's queue, under its lock; larger ones are written into a scratch
-/// buffer first, so that the background task, the only other taker of that lock, never waits
-/// long for it.
-const IN_PLACE_RIDES: usize = 256;
+/// Requests of at most this many rides are queued straight into the thread's queue, under its
+/// lock, rather than into a scratch buffer and then copied.
+const IN_PLACE_RIDES: usize = 4;
 
-/// When the lines waiting in one thread's queue for the local sink reach this size, the
-/// background task is woken to write them without waiting out the linger. At millions of records
-/// a second a linger gathered ~10 MB of lines, more than the caches hold: copying them for the
-/// write then ran at memory speed, a quarter of the log's cost under the 100-ride stream. Batches
-/// of this size stay in cache and still make few writes (under two thousand a second at 1 GB/s).
-pub(crate) const EARLY_WRITE_BYTES: usize = 512 * 1024;
+/// When the requests waiting in one thread's queue for the local sink reach this size (in their
+/// compact form; 0.7–1 MiB of JSON lines), the background task is woken to write them without
+/// waiting out the linger. At millions of records a second a linger gathered ~10 MB of lines,
+/// more than the caches hold: copying them for the write then ran at memory speed, a quarter of
+/// the log's cost under the 100-ride stream. Batches of this size stay in cache and still make
+/// few writes (under a thousand a second at 1 GB/s).
+pub(crate) const EARLY_WRITE_BYTES: usize = 256 * 1024;
 
 /// A snapshot of the log's counters.
 ///
@@ -88,7 +87,7 @@ pub(crate) struct Inbox {
 /// core that took it last (and the releasing store waited for it): in a profile of the predictor
 /// under a one-ride stream, about a quarter of what the log cost. A thread's own queue stays in
 /// its core's cache; the background task takes them all every few milliseconds and merges them
-/// by answer time (see [`crate::queued::merge`]).
+/// by answer time (see [`crate::queued::encode_merged`]).
 pub(crate) struct Slots {
     pub list: Vec<Arc<Slot>>,
     /// Records accepted by queues since removed (their threads ended).
@@ -103,21 +102,18 @@ pub(crate) struct Slot {
     queue: Mutex<SlotQueue>,
 }
 
-/// What a [`Slot`] holds; `queued` and `closed` as in [`Inbox`].
+/// What a [`Slot`] holds; `count`, `queued` and `closed` as in [`Inbox`].
 #[derive(Default)]
 pub(crate) struct SlotQueue {
-    /// The lines of the requests waiting (their count is the records waiting).
-    pub lines: Lines,
-    /// Writes them: the thread's own, so it keeps the model's text and recent digits.
-    pub writer: LineWriter,
+    /// Requests in a compact form, serialized by the background task when it takes them.
+    pub requests: Requests,
+    pub count: u64,
     pub queued: u64,
     pub closed: bool,
 }
 
 impl Slot {
-    /// Locks the queue, ignoring poisoning: a caller's rides iterator runs under it and may panic,
-    /// but the lines of a request cut short are never marked (see [`Lines`]) and the counts are
-    /// raised after the lines are written.
+    /// Locks the queue, ignoring poisoning (see [`Shared::inbox`]).
     pub fn lock(&self) -> MutexGuard<'_, SlotQueue> {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -140,8 +136,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Locks the inbox, ignoring poisoning: under the lock there are only pushes and swaps (which
-    /// cannot panic short of running out of memory); the counts are raised after them.
+    /// Locks the inbox, ignoring poisoning: under the lock there are only pushes, swaps, and the
+    /// copying of small requests' fields into a `Vec` (which cannot panic short of running out of
+    /// memory); the counts are raised after them.
     pub fn inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -170,15 +167,15 @@ impl Shared {
         let queues: Vec<_> = slots.list.iter().map(|slot| slot.lock()).collect();
         let (queued, waiting) =
             queues.iter().fold((inbox.queued + slots.retired_queued, inbox.count), |(queued, waiting), queue| {
-                (queued + queue.queued, waiting + queue.lines.count() as u64)
+                (queued + queue.queued, waiting + queue.count)
             });
         (queued, waiting, self.stats.memory.load(Relaxed))
     }
 
-    /// Bytes of the lines waiting for the local sink, in all threads' queues (see
+    /// Bytes of the requests waiting for the local sink, in all threads' queues (see
     /// [`EARLY_WRITE_BYTES`]).
     pub fn waiting_bytes(&self) -> usize {
-        self.slots().list.iter().map(|slot| slot.lock().lines.len()).sum()
+        self.slots().list.iter().map(|slot| slot.lock().requests.len()).sum()
     }
 
     /// A new queue for a thread, listed for the background task (a closed one, not listed, after
@@ -317,7 +314,7 @@ impl PredictionLog {
             return;
         }
         let at = std::time::Instant::now();
-        self.with_scratch(|scratch, _| {
+        self.with_scratch(|scratch| {
             for record in records {
                 scratch.push_record(&record, at);
             }
@@ -336,111 +333,101 @@ impl PredictionLog {
             self.log_all(rides.into_iter().map(|ride| ride.record(&request)));
             return;
         }
-        let rides = rides.into_iter();
-        let id = self.inner.shared.id;
-        if rides.size_hint().1.is_some_and(|most| most <= IN_PLACE_RIDES) && Writing::can_enter(id) {
-            // The caller's iterator runs under the thread's queue lock: only the background task
-            // also takes it, and a few hundred rides take microseconds. Records the iterator logs
-            // itself wait in `NESTED` until the request's lines are written (see `enqueue_local`).
-            self.enqueue_local(|lines, writer| {
-                {
-                    let _writing = Writing::enter(id);
-                    lines.push_request(writer, &request, rides);
+        let mut rides = rides.into_iter();
+        if rides.size_hint().1.is_some_and(|most| most <= IN_PLACE_RIDES) {
+            // Taken out of the iterator first: it runs no code of the caller's under the lock.
+            let mut few = [None; IN_PLACE_RIDES];
+            let mut count = 0;
+            for slot in &mut few {
+                *slot = rides.next();
+                if slot.is_none() {
+                    break;
                 }
-                let _ = NESTED.try_with(|nested| {
-                    if let Ok(mut nested) = nested.try_borrow_mut() {
-                        lines.append(&mut nested);
-                    }
-                });
-            });
+                count += 1;
+            }
+            // Looked for only when every slot is full: an iterator is not asked again after `None`.
+            let extra = if count == IN_PLACE_RIDES { rides.next() } else { None };
+            if extra.is_none() {
+                self.log_in_place(&request, &few[..count]);
+                return;
+            }
+            // More rides than the iterator said: the general way.
+            self.log_through_scratch(&request, few.into_iter().flatten().chain(extra).chain(rides));
             return;
         }
-        self.with_scratch(|scratch, writer| {
-            scratch.push_request(writer, &request, rides);
+        self.log_through_scratch(&request, rides);
+    }
+
+    /// Queues a request through this thread's scratch queue (see [`PredictionLog::with_scratch`]).
+    fn log_through_scratch<'a>(&self, request: &RequestFields<'_>, rides: impl Iterator<Item = RideFields<'a>>) {
+        self.with_scratch(|scratch| {
+            scratch.push_request(request, rides);
             self.enqueue_scratch(scratch);
         });
     }
 
-    /// Runs `work` with this thread's (empty) scratch lines and line writer, or new ones when they
-    /// are busy (a records iterator that logs itself): lines are written there outside the queue's
-    /// lock and then appended to this thread's queue.
-    fn with_scratch(&self, work: impl FnOnce(&mut Lines, &mut LineWriter)) {
+    /// Queues a small request straight into this thread's queue, under its lock.
+    fn log_in_place(&self, request: &RequestFields<'_>, rides: &[Option<RideFields<'_>>]) {
+        if rides.is_empty() {
+            return;
+        }
+        self.enqueue_local(rides.len(), |requests| requests.push_request(request, rides.iter().flatten().copied()));
+    }
+
+    /// Runs `work` with this thread's (empty) scratch queue, or a new one when it is busy (a
+    /// records iterator that logs itself): requests are put there outside the lock, without
+    /// running the caller's code under it, and then appended to this thread's queue.
+    fn with_scratch(&self, work: impl FnOnce(&mut Requests)) {
         thread_local! {
-            static SCRATCH: RefCell<(Lines, LineWriter)> = RefCell::default();
+            static SCRATCH: std::cell::RefCell<Requests> = std::cell::RefCell::default();
         }
         let mut work = Some(work);
         let _ = SCRATCH.try_with(|scratch| {
             if let Ok(mut scratch) = scratch.try_borrow_mut()
                 && let Some(work) = work.take()
             {
-                let (lines, writer) = &mut *scratch;
-                lines.clear();
-                work(lines, writer);
+                scratch.clear();
+                work(&mut scratch);
                 // A request with a huge batch should not keep its memory on this thread.
-                if lines.capacity() > 1 << 20 {
-                    *lines = Lines::default();
+                if scratch.capacity() > 1 << 20 {
+                    *scratch = Requests::default();
                 }
             }
         });
         if let Some(work) = work.take() {
-            work(&mut Lines::default(), &mut LineWriter::default());
+            work(&mut Requests::default());
         }
     }
 
-    /// Moves the scratch lines to this thread's queue.
-    fn enqueue_scratch(&self, scratch: &mut Lines) {
+    /// Moves the scratch queue's requests to this thread's queue.
+    fn enqueue_scratch(&self, scratch: &mut Requests) {
         if scratch.is_empty() {
             return;
         }
-        self.enqueue_local(|lines, _| lines.append(scratch));
+        self.enqueue_local(scratch.count(), |requests| requests.append(scratch));
     }
 
-    /// Adds records to this thread's queue with `add`, under its lock, and wakes the background
-    /// task if the queue was empty or has become worth a write; after shutdown they are dropped
-    /// (and counted) instead.
-    fn enqueue_local(&self, add: impl FnOnce(&mut Lines, &mut LineWriter)) {
+    /// Adds `count` records to this thread's queue with `add`, under its lock, and wakes the
+    /// background task if the queue was empty or has become worth a write; after shutdown they are
+    /// dropped (and counted) instead.
+    fn enqueue_local(&self, count: usize, add: impl FnOnce(&mut Requests)) {
         let shared = &self.inner.shared;
-        if Writing::is_writing(shared.id) {
-            // Logged by a rides iterator while this thread writes that request's lines into this
-            // log's queue, whose lock it holds: the lines wait in `NESTED` for that call to add
-            // them. (Such calls take the scratch path, so `add` runs no caller code here.)
-            let mut add = Some(add);
-            let _ = NESTED.try_with(|nested| {
-                if let Ok(mut nested) = nested.try_borrow_mut()
-                    && let Some(add) = add.take()
-                {
-                    add(&mut nested, &mut LineWriter::default());
-                }
-            });
-            if let Some(add) = add {
-                // Not reached (no caller code runs while `NESTED` is borrowed), short of the
-                // thread's locals being destroyed in between; counted rather than lost silently.
-                let mut lost = Lines::default();
-                add(&mut lost, &mut LineWriter::default());
-                shared.stats.dropped.fetch_add(lost.count() as u64, Relaxed);
-                error!(target = self.inner.target, records = lost.count(), "prediction log: nested records dropped");
-            }
-            return;
-        }
+        let count = count as u64;
         with_slot(shared, |slot| {
             let mut queue = slot.lock();
             if queue.closed {
                 drop(queue);
-                let mut refused = Lines::default();
-                add(&mut refused, &mut LineWriter::default());
-                if !refused.is_empty() {
-                    self.refuse(refused.count() as u64);
-                }
+                self.refuse(count);
                 return;
             }
-            let (count, bytes) = (queue.lines.count(), queue.lines.len());
-            let SlotQueue { lines, writer, .. } = &mut *queue;
-            add(lines, writer);
-            let added = queue.lines.count() - count;
-            queue.queued += added as u64;
-            let reached = bytes < EARLY_WRITE_BYTES && queue.lines.len() >= EARLY_WRITE_BYTES;
+            let was_empty = queue.count == 0;
+            let before = queue.requests.len();
+            add(&mut queue.requests);
+            queue.queued += count;
+            queue.count += count;
+            let reached = before < EARLY_WRITE_BYTES && queue.requests.len() >= EARLY_WRITE_BYTES;
             drop(queue);
-            if (count == 0 && added > 0) || reached {
+            if was_empty || reached {
                 shared.notify.notify_one();
             }
         });
@@ -512,51 +499,6 @@ impl PredictionLog {
     }
 }
 
-thread_local! {
-    /// Lines logged by a rides iterator while its request's lines are written into this thread's
-    /// queue of the same log (see [`Writing`]), added to the queue right after them. Should the
-    /// iterator panic, they are added after the thread's next request instead.
-    static NESTED: RefCell<Lines> = RefCell::default();
-}
-
-/// Marks the thread as writing a request's lines into its queue of one log, under the queue's
-/// lock, while the caller's rides iterator runs: a record that iterator logs to the same log must
-/// not take that lock again (see [`PredictionLog::enqueue_local`]).
-struct Writing {
-    /// What was marked before (a log's iterator that logs to another log, writing in place too).
-    previous: u64,
-}
-
-impl Writing {
-    thread_local! {
-        /// The id (plus one) of the log being written to; 0 when none.
-        static LOG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-
-    /// Marks the thread as writing into its queue of log `id`; call only after
-    /// [`Writing::can_enter`].
-    fn enter(id: u64) -> Self {
-        Writing { previous: Self::LOG.with(|log| log.replace(id + 1)) }
-    }
-
-    /// Whether the thread may write a request's lines into its queue of log `id` in place: it is
-    /// not doing so already, and its thread-locals are still there to say so.
-    fn can_enter(id: u64) -> bool {
-        Self::LOG.try_with(|log| log.get() != id + 1).unwrap_or(false)
-    }
-
-    /// Whether the thread is writing into its queue of log `id`.
-    fn is_writing(id: u64) -> bool {
-        Self::LOG.try_with(|log| log.get() == id + 1).unwrap_or(false)
-    }
-}
-
-impl Drop for Writing {
-    fn drop(&mut self) {
-        let _ = Self::LOG.try_with(|log| log.set(self.previous));
-    }
-}
-
 /// Runs `work` with the calling thread's queue in `shared` (made and listed on the thread's first
 /// record). The thread keeps a list of its queues, one per log it logged to (usually one).
 fn with_slot(shared: &Shared, work: impl FnOnce(&Slot)) {
@@ -565,9 +507,7 @@ fn with_slot(shared: &Shared, work: impl FnOnce(&Slot)) {
     }
     let mut work = Some(work);
     let _ = SLOTS.try_with(|slots| {
-        // Borrowed for the whole call: a nested call (a rides iterator that logs itself) finds the
-        // list in use and takes a queue of its own rather than this one, whose lock is held.
-        if let Ok(slots) = slots.try_borrow_mut()
+        if let Ok(slots) = slots.try_borrow()
             && let Some((_, slot)) = slots.iter().find(|(id, _)| *id == shared.id)
             && let Some(work) = work.take()
         {

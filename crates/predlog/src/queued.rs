@@ -1,51 +1,50 @@
-//! Each thread's queue for the local sink: the JSON lines of the requests it answered, and when
-//! each request was answered, so that the background task can merge the threads' queues in the
-//! order the requests were answered.
+//! Requests queued for the local sink in a compact binary form, turned into JSON lines by the
+//! background task.
 //!
-//! The lines are written on the thread that answered, into its own queue, whose lock only the
-//! background task also takes (every few milliseconds). The task then only copies whole runs of
-//! lines into one chunk. (Session 7 queued a compact binary form here and formatted it on the
-//! task: the copy, the decoding and the id's UTF-8 check cost more than they saved; see
-//! docs/benchmarks.md, session 8.)
+//! The prediction path copies each ride's numbers and id (about 50 bytes) into its thread's queue
+//! and no more: the ~230-byte JSON line is four cache lines that the background task's core would
+//! read back. The formatting itself costs the same on either side; the compact form keeps the
+//! prediction path's share of the log small and its stores few.
 //!
-//! Written by hand: a buffer of lines with an index of request boundaries is a few lines of code,
-//! and the merge is specific to this hand-off.
+//! Written by hand: the layout is private to this crate and lives for milliseconds in memory (a
+//! serialization crate would add framing and checks this does not need). Numbers are stored
+//! native-endian, as they never leave the process.
 
-use std::sync::LazyLock;
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use crate::record::{LineWriter, PredictionRecord, RequestFields, RideFields};
+use crate::record::{LineWriter, ModelId, PredictionRecord, RequestFields, RideFeatures, RideFields};
 use crate::sink::Encoded;
 
-/// JSON lines (each with its newline), request after request, with each request's end and answer
-/// time.
+/// Requests one after the other:
+///
+/// - a header: the model's index in `models` (u32), the number of rides (u32), received_at_ms
+///   (i64), latency_us (u64), when it was answered (u64 ns after [`clock_base`]);
+/// - per ride: event_time_ms (i64), PULocationID (i64), DOLocationID (i64), trip_distance (f64),
+///   prediction (f64), whether event_time_ms was given (u8), the ride id's length (u32) and its
+///   UTF-8 bytes.
 #[derive(Debug, Default)]
-pub(crate) struct Lines {
+pub(crate) struct Requests {
     bytes: Vec<u8>,
-    /// One per request with records, in order.
-    marks: Vec<Mark>,
-    /// Records (lines) in the requests marked.
+    /// The models the requests name; a request names the last one again without a new entry.
+    models: Vec<Arc<ModelId>>,
+    /// Rides (records) in `bytes`.
     count: usize,
 }
 
-/// Where a request's lines end in [`Lines::bytes`], how many there are, and when it was answered.
-#[derive(Debug, Clone, Copy)]
-struct Mark {
-    /// Nanoseconds after [`clock_base`].
-    answered: u64,
-    end: usize,
-    records: usize,
-}
+const HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 8;
+const RIDE_BYTES: usize = 5 * 8 + 1 + 4;
 
-impl Lines {
+impl Requests {
     /// Records held.
     pub fn count(&self) -> usize {
         self.count
     }
 
-    /// Bytes of the lines held (what the early write of the local sink is measured in).
+    /// Bytes held (what the early write of the local sink is measured in).
     pub fn len(&self) -> usize {
-        self.marks.last().map_or(0, |mark| mark.end)
+        self.bytes.len()
     }
 
     /// Whether it holds no record.
@@ -61,134 +60,193 @@ impl Lines {
     /// Empties it, keeping the memory.
     pub fn clear(&mut self) {
         self.bytes.clear();
-        self.marks.clear();
+        self.models.clear();
         self.count = 0;
     }
 
-    /// Cuts the bytes back to the last whole request: what a request whose rides iterator
-    /// panicked midway left behind is not part of any.
-    fn cut_to_marked(&mut self) {
-        let end = self.len();
-        self.bytes.truncate(end);
-    }
-
-    /// Marks the lines written since the last mark as one request of `records` records, answered
-    /// at `at`.
-    fn mark(&mut self, records: usize, at: Instant) {
-        if records > 0 {
-            self.marks.push(Mark { answered: nanos(at), end: self.bytes.len(), records });
-            self.count += records;
-        }
-    }
-
-    /// Appends the lines of a request's rides, written with `writer`; a request without rides
-    /// adds nothing.
-    pub fn push_request<'a>(
-        &mut self,
-        writer: &mut LineWriter,
-        request: &RequestFields<'_>,
-        rides: impl IntoIterator<Item = RideFields<'a>>,
-    ) {
-        self.cut_to_marked();
-        writer.begin(request);
-        let mut records = 0;
+    /// Appends a request and its rides; a request without rides adds nothing.
+    pub fn push_request<'a>(&mut self, request: &RequestFields<'_>, rides: impl IntoIterator<Item = RideFields<'a>>) {
+        let header_at = self.bytes.len();
+        let model = self.model_index(request.model) as u32;
+        let mut header = [0u8; HEADER_BYTES];
+        header[..4].copy_from_slice(&model.to_ne_bytes());
+        header[8..16].copy_from_slice(&request.received_at_ms.to_ne_bytes());
+        header[16..24].copy_from_slice(&request.latency_us.to_ne_bytes());
+        header[24..32].copy_from_slice(&nanos(request.answered_at).to_ne_bytes());
+        self.bytes.extend_from_slice(&header);
+        let mut rides_pushed: u32 = 0;
         for ride in rides {
-            writer.write(&ride, &mut self.bytes);
-            self.bytes.push(b'\n');
-            records += 1;
+            self.push_ride(&ride);
+            rides_pushed += 1;
         }
-        self.mark(records, request.answered_at);
+        if rides_pushed == 0 {
+            self.bytes.truncate(header_at);
+            return;
+        }
+        self.bytes[header_at + 4..header_at + 8].copy_from_slice(&rides_pushed.to_ne_bytes());
+        self.count += rides_pushed as usize;
     }
 
-    /// Appends one whole record's line as a request of its own, answered at `at`.
+    /// Appends one whole record as a request of its own (its model looked up by name and version),
+    /// answered at `at`.
     pub fn push_record<S: AsRef<str>>(&mut self, record: &PredictionRecord<S>, at: Instant) {
-        self.cut_to_marked();
-        record.write_json(&mut self.bytes);
-        self.bytes.push(b'\n');
-        self.mark(1, at);
+        let (name, version) = (record.model_name.as_ref(), record.model_version.as_ref());
+        let model = match self.models.last() {
+            Some(last) if last.name == name && last.version == version => last.clone(),
+            _ => Arc::new(ModelId { name: name.to_owned(), version: version.to_owned() }),
+        };
+        let request = RequestFields {
+            model: &model,
+            received_at_ms: record.received_at_ms,
+            latency_us: record.latency_us,
+            answered_at: at,
+        };
+        let ride = RideFields {
+            ride_id: record.ride_id.as_ref(),
+            event_time_ms: record.event_time_ms,
+            features: record.features,
+            prediction: record.prediction,
+        };
+        self.push_request(&request, [ride]);
+    }
+
+    fn push_ride(&mut self, ride: &RideFields<'_>) {
+        let mut fixed = [0u8; RIDE_BYTES];
+        let id = ride.ride_id.as_bytes();
+        fixed[..8].copy_from_slice(&ride.event_time_ms.unwrap_or(0).to_ne_bytes());
+        fixed[8..16].copy_from_slice(&ride.features.pu_location_id.to_ne_bytes());
+        fixed[16..24].copy_from_slice(&ride.features.do_location_id.to_ne_bytes());
+        fixed[24..32].copy_from_slice(&ride.features.trip_distance.to_ne_bytes());
+        fixed[32..40].copy_from_slice(&ride.prediction.to_ne_bytes());
+        fixed[40] = u8::from(ride.event_time_ms.is_some());
+        // Ride ids are short (the predictor takes at most 256 bytes): one over 4 GiB is cut.
+        let id = &id[..id.len().min(u32::MAX as usize)];
+        fixed[41..45].copy_from_slice(&(id.len() as u32).to_ne_bytes());
+        self.bytes.extend_from_slice(&fixed);
+        self.bytes.extend_from_slice(id);
+    }
+
+    /// The index in `models` of `model`, added unless it is the last one.
+    fn model_index(&mut self, model: &Arc<ModelId>) -> usize {
+        if let Some(last) = self.models.last()
+            && Arc::ptr_eq(last, model)
+        {
+            return self.models.len() - 1;
+        }
+        self.models.push(model.clone());
+        self.models.len() - 1
     }
 
     /// Moves `other`'s requests to the end of these, leaving `other` empty (with its memory).
-    pub fn append(&mut self, other: &mut Lines) {
-        other.cut_to_marked();
+    pub fn append(&mut self, other: &mut Requests) {
         if self.is_empty() && self.bytes.capacity() < other.bytes.capacity() {
-            // Nothing to add to: take the whole buffer (and give ours back).
+            // Nothing to merge with: take the whole buffer (and give ours back).
             std::mem::swap(self, other);
             other.clear();
             return;
         }
-        self.cut_to_marked();
         let start = self.bytes.len();
         self.bytes.extend_from_slice(&other.bytes);
-        self.marks.extend(other.marks.iter().map(|mark| Mark { end: start + mark.end, ..*mark }));
+        // Renumber the models: `other`'s indices are its own.
+        let mut remap = Vec::with_capacity(other.models.len());
+        for model in &other.models {
+            remap.push(self.model_index(model) as u32);
+        }
+        // The usual case: one model, the first here too (the queues are emptied every few ms).
+        if remap.iter().enumerate().all(|(index, &to)| index == to as usize) {
+            self.count += other.count;
+            other.clear();
+            return;
+        }
+        let mut at = start;
+        while at < self.bytes.len() {
+            let index = read_u32(&self.bytes, at) as usize;
+            self.bytes[at..at + 4].copy_from_slice(&remap[index].to_ne_bytes());
+            let rides = read_u32(&self.bytes, at + 4);
+            at += HEADER_BYTES;
+            for _ in 0..rides {
+                at += RIDE_BYTES + read_u32(&self.bytes, at + 41) as usize;
+            }
+        }
         self.count += other.count;
         other.clear();
     }
 
-    /// Where the lines of the request marked `index` start.
-    fn start_of(&self, index: usize) -> usize {
-        index.checked_sub(1).map_or(0, |before| self.marks[before].end)
+    /// Writes every record's JSON line (with its newline) to `out`, in order.
+    #[cfg(test)]
+    pub fn encode(&self, writer: &mut LineWriter, out: &mut Encoded) {
+        let mut at = 0;
+        while at < self.bytes.len() {
+            at = self.encode_request(at, writer, out);
+        }
+    }
+
+    /// When the request at `at` was answered.
+    fn answered_at(&self, at: usize) -> u64 {
+        u64::from_ne_bytes(array(&self.bytes, at + 24))
+    }
+
+    /// Writes the lines of the request at `at` to `out`; returns where the next one starts.
+    fn encode_request(&self, mut at: usize, writer: &mut LineWriter, out: &mut Encoded) -> usize {
+        let bytes = &self.bytes[..];
+        let model = &self.models[read_u32(bytes, at) as usize];
+        let rides = read_u32(bytes, at + 4);
+        let request = RequestFields {
+            model,
+            received_at_ms: i64::from_ne_bytes(array(bytes, at + 8)),
+            latency_us: u64::from_ne_bytes(array(bytes, at + 16)),
+            // Not used for the lines.
+            answered_at: *clock_base(),
+        };
+        writer.begin(&request);
+        at += HEADER_BYTES;
+        for _ in 0..rides {
+            let id_len = read_u32(bytes, at + 41) as usize;
+            // The bytes came from a `&str`, so this borrows; a corrupt buffer cannot make invalid
+            // UTF-8 reach the log. (`from_utf8_lossy` alone costs twice as much when valid.)
+            let id = &bytes[at + RIDE_BYTES..at + RIDE_BYTES + id_len];
+            let ride_id = std::str::from_utf8(id).map_or_else(|_| String::from_utf8_lossy(id), Cow::Borrowed);
+            let ride = RideFields {
+                ride_id: match &ride_id {
+                    Cow::Borrowed(id) => id,
+                    Cow::Owned(id) => id,
+                },
+                event_time_ms: (bytes[at + 40] != 0).then(|| i64::from_ne_bytes(array(bytes, at))),
+                features: RideFeatures {
+                    pu_location_id: i64::from_ne_bytes(array(bytes, at + 8)),
+                    do_location_id: i64::from_ne_bytes(array(bytes, at + 16)),
+                    trip_distance: f64::from_ne_bytes(array(bytes, at + 24)),
+                },
+                prediction: f64::from_ne_bytes(array(bytes, at + 32)),
+            };
+            out.push_ride(writer, &ride);
+            at += RIDE_BYTES + id_len;
+        }
+        at
     }
 }
 
-/// Moves the lines of several queues (one per thread) to `out`, in the order their requests were
-/// answered: each queue is in the order its thread logged them, and the queues are merged by
-/// answer time. A client whose requests follow one another (the messages of a stream, say, even
-/// when its task moves between threads) finds its records in order: its next request is answered
-/// after the previous one was logged, so nothing logged before that one can come after it here.
-///
-/// The queues are left with their bytes taken or copied; the caller clears them.
-pub(crate) fn merge(queues: &mut [Lines], out: &mut Encoded) {
-    let mut busy = queues.iter_mut().filter(|queue| !queue.is_empty());
-    let (Some(only), None) = (busy.next(), busy.next()) else {
-        merge_runs(queues, out);
-        return;
-    };
-    // One thread's lines: nothing to merge, and the buffer itself can be handed over.
-    only.cut_to_marked();
-    if out.lines.is_empty() {
-        std::mem::swap(&mut out.lines, &mut only.bytes);
-    } else {
-        out.lines.extend_from_slice(&only.bytes);
-    }
-    out.count += only.count;
-}
-
-/// [`merge`] of several busy queues: each turn copies the longest run of one queue's requests
-/// answered no later than every other queue's next one.
-fn merge_runs(queues: &[Lines], out: &mut Encoded) {
-    let mut cursors = vec![0usize; queues.len()];
+/// Writes the lines of the requests of several queues (one per thread) to `out`, in the order
+/// they were answered: each queue is in the order its thread logged them, and the queues are
+/// merged by answer time. A client whose requests follow one another (the messages of a stream,
+/// say, even when its task moves between threads) finds its records in order: its next request
+/// is answered after the previous one was logged, so nothing logged before that one can come
+/// after it here.
+pub(crate) fn encode_merged(queues: &[Requests], writer: &mut LineWriter, out: &mut Encoded) {
+    let mut cursors: Vec<usize> = vec![0; queues.len()];
     loop {
-        // Few queues (one per thread): a scan beats a heap. The earliest next request, and the
-        // earliest among the other queues.
-        let mut first: Option<(usize, u64)> = None;
-        let mut second: Option<u64> = None;
+        // Few queues (one per thread): a scan beats a heap.
+        let mut next: Option<(usize, u64)> = None;
         for (index, (queue, &at)) in queues.iter().zip(&cursors).enumerate() {
-            let Some(mark) = queue.marks.get(at) else { continue };
-            match first {
-                Some((_, earliest)) if mark.answered >= earliest => {
-                    second = Some(second.map_or(mark.answered, |s| s.min(mark.answered)));
-                }
-                _ => {
-                    second = first.map(|(_, earliest)| earliest);
-                    first = Some((index, mark.answered));
+            if at < queue.bytes.len() {
+                let answered = queue.answered_at(at);
+                if next.is_none_or(|(_, earliest)| answered < earliest) {
+                    next = Some((index, answered));
                 }
             }
         }
-        let Some((index, _)) = first else { return };
-        let queue = &queues[index];
-        let from = cursors[index];
-        let mut to = from;
-        let mut records = 0;
-        while let Some(mark) = queue.marks.get(to)
-            && second.is_none_or(|next| mark.answered <= next)
-        {
-            records += mark.records;
-            to += 1;
-        }
-        out.lines.extend_from_slice(&queue.bytes[queue.start_of(from)..queue.start_of(to)]);
-        out.count += records;
-        cursors[index] = to;
+        let Some((index, _)) = next else { return };
+        cursors[index] = queues[index].encode_request(cursors[index], writer, out);
     }
 }
 
@@ -203,13 +261,20 @@ fn nanos(at: Instant) -> u64 {
     at.saturating_duration_since(*clock_base()).as_nanos() as u64
 }
 
+fn array<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0; N];
+    out.copy_from_slice(&bytes[at..at + N]);
+    out
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(array(bytes, at))
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use super::*;
-    use crate::record::{ModelId, RideFeatures, SCHEMA_VERSION};
+    use crate::record::SCHEMA_VERSION;
 
     fn ride(id: &str, n: i64) -> RideFields<'_> {
         RideFields {
@@ -237,27 +302,12 @@ mod tests {
         line
     }
 
-    fn merged(queues: &mut [Lines]) -> Encoded {
-        let mut out = Encoded::default();
-        merge(queues, &mut out);
-        out
-    }
-
-    /// The ride ids of `lines`, in order.
-    fn ids(lines: &[u8]) -> Vec<String> {
-        lines
-            .split(|b| *b == b'\n')
-            .filter(|line| !line.is_empty())
-            .map(|line| PredictionRecord::from_json(line).expect("a record").ride_id)
-            .collect()
-    }
-
     #[test]
     fn requests_come_back_as_the_lines_of_their_records_in_order() {
         let v1 = Arc::new(ModelId { name: "trip_duration".into(), version: "1".into() });
         let v2 = Arc::new(ModelId { name: "trip_duration".into(), version: "2".into() });
         let ids = ["r1", "", "ünïcode", "quote\"d", "r5"];
-        let (mut queued, mut writer) = (Lines::default(), LineWriter::default());
+        let mut queued = Requests::default();
         let mut want = Vec::new();
         // Requests of several rides, one, none, and models changing back and forth.
         for (n, (model, count)) in [(&v1, 3usize), (&v1, 1), (&v2, 0), (&v2, 2), (&v1, 5)].into_iter().enumerate() {
@@ -272,12 +322,25 @@ mod tests {
             for ride in &rides {
                 want.extend(expected(model, request.received_at_ms, request.latency_us, ride));
             }
-            queued.push_request(&mut writer, &request, rides);
+            queued.push_request(&request, rides);
         }
-        // A whole record.
-        let record = PredictionRecord {
+        // A whole record, through its model's name and version.
+        let record: PredictionRecord = expected_record();
+        want.extend(record.to_json());
+        want.push(b'\n');
+        queued.push_record(&record, Instant::now());
+        assert_eq!(queued.count(), 12);
+
+        let mut out = Encoded::default();
+        queued.encode(&mut LineWriter::default(), &mut out);
+        assert_eq!(out.count, 12);
+        assert_eq!(String::from_utf8_lossy(&out.lines), String::from_utf8_lossy(&want));
+    }
+
+    fn expected_record() -> PredictionRecord {
+        PredictionRecord {
             schema: SCHEMA_VERSION,
-            ride_id: "whole".to_owned(),
+            ride_id: "whole".into(),
             event_time_ms: None,
             received_at_ms: -1,
             features: RideFeatures { pu_location_id: 1, do_location_id: 2, trip_distance: f64::NAN },
@@ -285,74 +348,39 @@ mod tests {
             model_name: "other".into(),
             model_version: String::new(),
             latency_us: u64::MAX,
-        };
-        want.extend(record.to_json());
-        want.push(b'\n');
-        queued.push_record(&record, Instant::now());
-        assert_eq!((queued.count(), queued.len()), (12, want.len()));
-        assert_eq!(queued.marks.len(), 5, "a request without rides is not marked");
-
-        let out = merged(std::slice::from_mut(&mut queued));
-        assert_eq!(out.count, 12);
-        assert_eq!(String::from_utf8_lossy(&out.lines), String::from_utf8_lossy(&want));
-    }
-
-    #[test]
-    fn a_request_cut_short_by_a_panic_leaves_no_line_behind() {
-        let model = Arc::new(ModelId { name: "m".into(), version: "1".into() });
-        let request = RequestFields { model: &model, received_at_ms: 5, latency_us: 6, answered_at: Instant::now() };
-        let (mut queued, mut writer) = (Lines::default(), LineWriter::default());
-        queued.push_request(&mut writer, &request, [ride("a", 1)]);
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let rides = [ride("b", 2), ride("c", 3)].into_iter().enumerate().map(|(i, ride)| {
-                assert!(i == 0, "the caller's iterator failed");
-                ride
-            });
-            queued.push_request(&mut writer, &request, rides);
-        }));
-        assert!(panicked.is_err());
-        assert_eq!((queued.count(), ids(&queued.bytes[..queued.len()])), (1, vec!["a".to_owned()]));
-        queued.push_request(&mut writer, &request, [ride("d", 4)]);
-        let mut other = Lines::default();
-        other.push_request(&mut writer, &request, [ride("e", 5)]);
-        queued.append(&mut other);
-        assert!(other.is_empty() && other.bytes.is_empty());
-        let out = merged(std::slice::from_mut(&mut queued));
-        assert_eq!((out.count, ids(&out.lines)), (3, vec!["a".to_owned(), "d".to_owned(), "e".to_owned()]));
-    }
-
-    #[test]
-    fn queues_are_merged_in_the_order_their_requests_were_answered() {
-        let model = Arc::new(ModelId { name: "m".into(), version: "1".into() });
-        let base = *clock_base();
-        let at = |us: u64| base + Duration::from_micros(us);
-        let mut writer = LineWriter::default();
-        let mut queues: Vec<Lines> = (0..3).map(|_| Lines::default()).collect();
-        // (queue, answered µs, rides): runs of one queue, ties, a request of two rides, and a
-        // queue left empty.
-        let plan = [(0, 1, 1), (0, 2, 1), (1, 3, 2), (0, 4, 1), (1, 4, 1), (1, 5, 1), (0, 9, 1), (1, 9, 1)];
-        let names: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
-        let mut name = names.iter();
-        let mut want = Vec::new();
-        for (queue, us, rides) in plan {
-            let request = RequestFields { model: &model, received_at_ms: 5, latency_us: 6, answered_at: at(us) };
-            let rides: Vec<_> = (0..rides).map(|_| ride(name.next().unwrap(), us as i64)).collect();
-            want.extend(rides.iter().map(|ride| ride.ride_id.to_owned()));
-            queues[queue].push_request(&mut writer, &request, rides);
         }
-        let out = merged(&mut queues);
-        assert_eq!(out.count, 9);
-        // Ties go either way; everything else is in answer order.
-        let got = ids(&out.lines);
-        let tie = |id: &str| ["r4", "r5", "r7", "r8"].contains(&id);
-        assert_eq!(
-            got.iter().filter(|id| !tie(id)).collect::<Vec<_>>(),
-            want.iter().filter(|id| !tie(id)).collect::<Vec<_>>()
-        );
-        let mut sorted = got.clone();
-        sorted.sort();
-        assert_eq!(sorted, names[..9].to_vec());
-        assert_eq!(&got[..4], ["r0", "r1", "r2", "r3"]);
-        assert_eq!(got[6], "r6");
+    }
+
+    #[test]
+    fn appending_renumbers_the_models_and_keeps_the_order() {
+        let v1 = Arc::new(ModelId { name: "m".into(), version: "1".into() });
+        let v2 = Arc::new(ModelId { name: "m".into(), version: "2".into() });
+        let request = |model| RequestFields { model, received_at_ms: 5, latency_us: 6, answered_at: Instant::now() };
+        let [mut first, mut same, mut second, mut third] = [(); 4].map(|()| Requests::default());
+        first.push_request(&request(&v1), [ride("a", 1)]);
+        // The same model as the only one before: nothing to renumber.
+        same.push_request(&request(&v1), [ride("a2", 11)]);
+        first.append(&mut same);
+        second.push_request(&request(&v2), [ride("b", 2), ride("c", 3)]);
+        second.push_request(&request(&v1), [ride("d", 4)]);
+        third.push_request(&request(&v2), [ride("e", 5)]);
+        first.append(&mut second);
+        assert!(second.is_empty() && second.bytes.is_empty());
+        first.append(&mut third);
+        // Into an empty one: the buffer is taken whole.
+        let mut all = Requests::default();
+        all.append(&mut first);
+        assert!(first.is_empty());
+        assert_eq!(all.count(), 6);
+
+        let mut out = Encoded::default();
+        all.encode(&mut LineWriter::default(), &mut out);
+        let mut want = Vec::new();
+        for (model, n, id) in
+            [(&v1, 1, "a"), (&v1, 11, "a2"), (&v2, 2, "b"), (&v2, 3, "c"), (&v1, 4, "d"), (&v2, 5, "e")]
+        {
+            want.extend(expected(model, 5, 6, &ride(id, n)));
+        }
+        assert_eq!(String::from_utf8_lossy(&out.lines), String::from_utf8_lossy(&want));
     }
 }

@@ -192,12 +192,8 @@ pub struct LineWriter {
     /// The current request's received time and latency.
     received_at_ms: i64,
     latency_us: u64,
-    /// The digits last written for an event time, a received time and a latency, with their
-    /// values: a request's lines share the last two, and at high rates many requests in a row
-    /// share the same millisecond (formatting a 13-digit time showed in profiles).
-    event_digits: Option<(i64, Digits)>,
-    received_digits: Option<(i64, Digits)>,
-    latency_digits: Option<(u64, Digits)>,
+    /// Their digits, kept after the request's first line for the rest of its lines.
+    shared_digits: Option<(Digits, Digits)>,
 }
 
 /// An integer's digits, kept.
@@ -254,9 +250,7 @@ impl Default for LineWriter {
             model_len: 0,
             received_at_ms: 0,
             latency_us: 0,
-            event_digits: None,
-            received_digits: None,
-            latency_digits: None,
+            shared_digits: None,
         }
     }
 }
@@ -266,6 +260,7 @@ impl LineWriter {
     pub fn begin(&mut self, request: &RequestFields<'_>) {
         self.received_at_ms = request.received_at_ms;
         self.latency_us = request.latency_us;
+        self.shared_digits = None;
         if !self.model.as_ref().is_some_and(|model| Arc::ptr_eq(model, request.model)) {
             let mut text = Vec::with_capacity(MODEL_TEXT_CAPACITY);
             text.extend_from_slice(b",\"model_name\":");
@@ -319,25 +314,20 @@ impl LineWriter {
     fn write_fast(&mut self, ride: &RideFields<'_>, out: &mut Vec<u8>) {
         let mut buffers = [itoa::Buffer::new(); 5];
         let [time, pu, dropoff, received, latency] = &mut buffers;
-        let time = match (ride.event_time_ms, &self.event_digits) {
-            (Some(time_ms), Some((last, digits))) if *last == time_ms => digits.as_bytes(),
-            (Some(time_ms), _) => time.format(time_ms).as_bytes(),
-            (None, _) => b"null",
+        let time = match ride.event_time_ms {
+            Some(time_ms) => time.format(time_ms).as_bytes(),
+            None => b"null",
         };
         let pu = pu.format(ride.features.pu_location_id).as_bytes();
         let dropoff = dropoff.format(ride.features.do_location_id).as_bytes();
         let (mut distance, mut prediction) = (zmij::Buffer::new(), zmij::Buffer::new());
         let distance = float_text(&mut distance, ride.features.trip_distance);
         let prediction = float_text(&mut prediction, ride.prediction);
-        // Digits are kept after the line that formatted them (formatting in `begin` and copying
-        // them here would stall as above for one-ride requests).
-        let received = match &self.received_digits {
-            Some((last, digits)) if *last == self.received_at_ms => digits.as_bytes(),
-            _ => received.format(self.received_at_ms).as_bytes(),
-        };
-        let latency = match &self.latency_digits {
-            Some((last, digits)) if *last == self.latency_us => digits.as_bytes(),
-            _ => latency.format(self.latency_us).as_bytes(),
+        // The request's own numbers: formatted for its first line, then kept (formatting them
+        // in `begin` and copying them here would stall as above for one-ride requests).
+        let (received, latency) = match &self.shared_digits {
+            Some((received, latency)) => (received.as_bytes(), latency.as_bytes()),
+            None => (received.format(self.received_at_ms).as_bytes(), latency.format(self.latency_us).as_bytes()),
         };
         let id = ride.ride_id.as_bytes();
         let model = &self.model_text[..self.model_len];
@@ -373,16 +363,8 @@ impl LineWriter {
         line.text(latency);
         line.put(keys::END);
         debug_assert_eq!(line.len, len, "the line's length was computed wrong");
-        if let Some(time_ms) = ride.event_time_ms
-            && self.event_digits.is_none_or(|(last, _)| last != time_ms)
-        {
-            self.event_digits = Some((time_ms, Digits::copy_of(time)));
-        }
-        if self.received_digits.is_none_or(|(last, _)| last != self.received_at_ms) {
-            self.received_digits = Some((self.received_at_ms, Digits::copy_of(received)));
-        }
-        if self.latency_digits.is_none_or(|(last, _)| last != self.latency_us) {
-            self.latency_digits = Some((self.latency_us, Digits::copy_of(latency)));
+        if self.shared_digits.is_none() {
+            self.shared_digits = Some((Digits::copy_of(received), Digits::copy_of(latency)));
         }
     }
 }
@@ -604,8 +586,7 @@ mod tests {
             "a\"b".into(),
         ];
         for (index, (model, latency_us)) in requests.into_iter().enumerate() {
-            // Requests two by two in the same millisecond, as at high rates.
-            let received_at_ms = if index == 3 { i64::MIN } else { 1_700_000_000_000 + (index / 2) as i64 };
+            let received_at_ms = if index == 3 { i64::MIN } else { 1_700_000_000_000 + index as i64 };
             let request = RequestFields { model, received_at_ms, latency_us, answered_at: Instant::now() };
             writer.begin(&request);
             for (ride, ride_id) in ids.iter().enumerate() {

@@ -20,7 +20,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
 use crate::log::{EARLY_WRITE_BYTES, Shared};
-use crate::queued::{Lines, merge};
+use crate::queued::{Requests, encode_merged};
+use crate::record::LineWriter;
 use crate::sink::{Encoded, LOCAL_BATCH_BYTES, Sink, record_count};
 use crate::spill::Spill;
 
@@ -78,9 +79,11 @@ struct Buffers {
     /// their memory is reused rather than allocated, grown and faulted in anew for every batch
     /// (which cost a quarter of the server's time under a heavy load).
     recycled: Vec<Vec<u8>>,
-    /// The lines taken from the threads' queues (local sink), one buffer per queue, swapped back
-    /// in empty to keep the memory.
-    queues: Vec<Lines>,
+    /// The requests taken from the threads' queues (local sink), one buffer per queue, swapped
+    /// back in empty to keep the memory.
+    queues: Vec<Requests>,
+    /// Turns them into lines.
+    writer: LineWriter,
     /// Records held in memory before the rest goes to the spill. For the local sink this is only
     /// reached when the disk is slower than the records come for a while (segments are closed off
     /// this task and everything pending leaves in one write): the spill then bounds the memory,
@@ -96,9 +99,9 @@ struct Buffers {
 const RECYCLE_BUFFERS: usize = 2;
 /// The largest chunk buffer kept for reuse: the local sink's batch limit.
 const RECYCLE_MAX_BYTES: usize = LOCAL_BATCH_BYTES;
-/// The most memory kept per buffer for the lines taken from the queues (a few times what makes an
-/// early write, so that a busy server keeps it, but not what a backlog grew it to).
-const RECYCLE_MAX_QUEUE_BYTES: usize = 4 * EARLY_WRITE_BYTES;
+/// The most memory kept per buffer for the requests taken from the queues (a few times what makes
+/// an early write, so that a busy server keeps it, but not what a backlog grew it to).
+const RECYCLE_MAX_REQUEST_BYTES: usize = 4 * EARLY_WRITE_BYTES;
 
 impl Buffers {
     /// Takes everything from the inbox (Kinesis) or the threads' queues (local sink): into
@@ -152,26 +155,25 @@ impl Buffers {
         std::mem::replace(&mut inbox.records, std::mem::take(&mut self.spare))
     }
 
-    /// Takes the lines of every thread's queue (local sink), merged in the order their requests
-    /// were answered, as one chunk; drops the queues of threads that ended.
+    /// Takes the requests of every thread's queue (local sink) and serializes them, merged in the
+    /// order they were answered, into one chunk of lines; drops the queues of threads that ended.
     fn take_queues(&mut self) -> Vec<Encoded> {
         let mut taken = 0;
         let listed = {
             let mut slots = self.shared.slots();
             let slots = &mut *slots;
             if self.queues.len() < slots.list.len() {
-                self.queues.resize_with(slots.list.len(), Lines::default);
+                self.queues.resize_with(slots.list.len(), Requests::default);
             }
             // All locked at once, so that the requests taken are those logged before one moment:
             // a record logged after another one was (on any threads) is never taken before it.
             let mut locked: Vec<_> = slots.list.iter().map(|slot| slot.lock()).collect();
-            for (queue, lines) in locked.iter_mut().zip(&mut self.queues) {
-                let count = queue.lines.count() as u64;
-                if count > 0 {
+            for (queue, requests) in locked.iter_mut().zip(&mut self.queues) {
+                if queue.count > 0 {
                     // Under the lock, so that the counters never miss these records.
-                    self.shared.stats.memory.fetch_add(count, Relaxed);
-                    taken += count;
-                    std::mem::swap(&mut queue.lines, lines);
+                    self.shared.stats.memory.fetch_add(queue.count, Relaxed);
+                    taken += std::mem::take(&mut queue.count);
+                    std::mem::swap(&mut queue.requests, requests);
                 }
             }
             drop(locked);
@@ -182,7 +184,7 @@ impl Buffers {
                     return true;
                 }
                 let queue = slot.lock();
-                if !queue.lines.is_empty() {
+                if queue.count > 0 {
                     return true;
                 }
                 slots.retired_queued += queue.queued;
@@ -194,15 +196,15 @@ impl Buffers {
         if taken > 0 {
             let lines = self.recycled.pop().unwrap_or_default();
             let mut chunk = Encoded { lines, count: 0, key: String::new() };
-            merge(&mut self.queues, &mut chunk);
+            encode_merged(&self.queues, &mut self.writer, &mut chunk);
             chunks.push(chunk);
         }
         // One buffer per queue still listed, emptied.
         self.queues.truncate(listed);
-        for lines in &mut self.queues {
-            lines.clear();
-            if lines.capacity() > RECYCLE_MAX_QUEUE_BYTES {
-                *lines = Lines::default();
+        for requests in &mut self.queues {
+            requests.clear();
+            if requests.capacity() > RECYCLE_MAX_REQUEST_BYTES {
+                *requests = Requests::default();
             }
         }
         chunks
@@ -343,6 +345,7 @@ impl Worker {
             pending: VecDeque::new(),
             recycled: Vec::new(),
             queues: Vec::new(),
+            writer: LineWriter::default(),
             capacity: config.queue_capacity,
             keyed: sink.keyed(),
             max_record_bytes: sink.max_record_bytes(),

@@ -307,9 +307,9 @@ async fn requests_logged_with_their_shared_fields_give_the_same_records() {
     }
     let mut expected = Vec::new();
     let mut next = 0;
-    // Requests of 1, 3, 4 and 100 rides (written in the thread's queue) and 300 (through the
-    // scratch buffer), one with an understated size, and a model swap in between.
-    for (index, size) in [1u64, 3, 4, 100, 300, 1, 7, 2].into_iter().enumerate() {
+    // Requests of 1, 3, 4 (encoded in place), 5 and 100 rides (through the scratch buffer), one
+    // with an understated size, and a model swap in between.
+    for (index, size) in [1u64, 3, 4, 5, 100, 1, 7, 2].into_iter().enumerate() {
         let model = if index < 5 { &v3 } else { &v4 };
         let request = RequestFields {
             model,
@@ -348,86 +348,4 @@ async fn requests_logged_with_their_shared_fields_give_the_same_records() {
     log.log_request(request, late[..2].iter().map(fields));
     log.log_request(request, late.iter().map(fields));
     assert_eq!(log.counters().dropped, 9);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rides_iterator_that_logs_itself_is_logged_too() {
-    use std::sync::Arc;
-
-    use lightops_predlog::{ModelId, RequestFields, RideFields};
-
-    let dir = tempfile::tempdir().unwrap();
-    let log = PredictionLog::start(config(dir.path())).await.unwrap();
-    let model = Arc::new(ModelId { name: "m".into(), version: "1".into() });
-    let request = |at| RequestFields { model: &model, received_at_ms: 1, latency_us: 1, answered_at: at };
-    // A small request (its lines written in the thread's queue, under its lock) and a large one
-    // (through the scratch buffer), whose iterators log a record per ride from the same thread:
-    // the nested calls take a queue of their own rather than wait for the held one.
-    let outer: Vec<_> = (0..300).map(record).collect();
-    let nested = log.clone();
-    for rides in [&outer[..3], &outer[3..]] {
-        let answered_at = Instant::now();
-        log.log_request(
-            request(answered_at),
-            rides.iter().map(|outer| {
-                nested.log(lightops_predlog::PredictionRecord { ride_id: format!("inner-{}", outer.ride_id), ..outer.clone() });
-                RideFields {
-                    ride_id: &outer.ride_id,
-                    event_time_ms: outer.event_time_ms,
-                    features: outer.features,
-                    prediction: outer.prediction,
-                }
-            }),
-        );
-    }
-    let counters = log.shutdown(Duration::from_secs(10)).await;
-    assert_eq!((counters.queued, counters.sent, counters.dropped), (600, 600, 0));
-    let mut ids = ride_ids(&read_segments(&dir.path().join("logs")).0);
-    ids.sort();
-    let mut expected: Vec<String> = expected(0..300).into_iter().flat_map(|id| [format!("inner-{id}"), id]).collect();
-    expected.sort();
-    assert_eq!(ids, expected);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rides_iterator_that_panics_loses_only_its_own_request() {
-    use std::sync::Arc;
-
-    use lightops_predlog::{ModelId, RequestFields, RideFields};
-
-    let dir = tempfile::tempdir().unwrap();
-    let log = PredictionLog::start(config(dir.path())).await.unwrap();
-    let model = Arc::new(ModelId { name: "m".into(), version: "1".into() });
-    let request = RequestFields { model: &model, received_at_ms: 1, latency_us: 1, answered_at: Instant::now() };
-    fn fields(record: &lightops_predlog::PredictionRecord) -> RideFields<'_> {
-        RideFields {
-            ride_id: &record.ride_id,
-            event_time_ms: record.event_time_ms,
-            features: record.features,
-            prediction: record.prediction,
-        }
-    }
-    let records: Vec<_> = (0..4).map(record).collect();
-    log.log_request(request, records[..1].iter().map(fields));
-    // The iterator logs a record of its own, gives one ride, then fails: its request is not
-    // logged (no half of it either), the record it logged is, and the log goes on.
-    let nested = log.clone();
-    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        log.log_request(
-            request,
-            records[1..3].iter().enumerate().map(|(i, record)| {
-                if i == 1 {
-                    panic!("the caller's iterator failed");
-                }
-                nested.log(lightops_predlog::PredictionRecord { ride_id: "nested".into(), ..record.clone() });
-                fields(record)
-            }),
-        );
-    }));
-    assert!(panicked.is_err());
-    log.log_request(request, records[3..].iter().map(fields));
-    let counters = log.shutdown(Duration::from_secs(10)).await;
-    assert_eq!((counters.queued, counters.sent, counters.dropped), (3, 3, 0));
-    let ids = ride_ids(&read_segments(&dir.path().join("logs")).0);
-    assert_eq!(ids, [records[0].ride_id.clone(), records[3].ride_id.clone(), "nested".to_owned()]);
 }

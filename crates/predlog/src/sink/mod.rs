@@ -5,7 +5,7 @@ pub(crate) mod kinesis;
 pub(crate) mod local;
 
 use crate::config::KINESIS_MAX_RECORD_BYTES;
-use crate::record::PredictionRecord;
+use crate::record::{LineWriter, PredictionRecord, RideFields};
 
 /// The most the local sink writes in one batch: everything pending, up to this (what accumulates
 /// while the task waits for a core under a heavy load).
@@ -53,6 +53,13 @@ impl Encoded {
     /// Appends one record's line to this chunk (a keyed chunk holds only one).
     pub fn push<S: AsRef<str>>(&mut self, record: &PredictionRecord<S>) {
         record.write_json(&mut self.lines);
+        self.lines.push(b'\n');
+        self.count += 1;
+    }
+
+    /// Appends the line of one ride of the request `writer` was given.
+    pub fn push_ride(&mut self, writer: &mut LineWriter, ride: &RideFields<'_>) {
+        writer.write(ride, &mut self.lines);
         self.lines.push(b'\n');
         self.count += 1;
     }
