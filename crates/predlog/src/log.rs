@@ -336,9 +336,16 @@ impl PredictionLog {
         let mut rides = rides.into_iter();
         if rides.size_hint().1.is_some_and(|most| most <= IN_PLACE_RIDES) {
             // Taken out of the iterator first: it runs no code of the caller's under the lock.
+            let Some(first) = rides.next() else { return };
+            let Some(second) = rides.next() else {
+                // One ride, a stream's usual message: no array to fill.
+                self.log_in_place(&request, 1, [first]);
+                return;
+            };
             let mut few = [None; IN_PLACE_RIDES];
-            let mut count = 0;
-            for slot in &mut few {
+            (few[0], few[1]) = (Some(first), Some(second));
+            let mut count = 2;
+            for slot in &mut few[2..] {
                 *slot = rides.next();
                 if slot.is_none() {
                     break;
@@ -348,7 +355,7 @@ impl PredictionLog {
             // Looked for only when every slot is full: an iterator is not asked again after `None`.
             let extra = if count == IN_PLACE_RIDES { rides.next() } else { None };
             if extra.is_none() {
-                self.log_in_place(&request, &few[..count]);
+                self.log_in_place(&request, count, few.into_iter().flatten());
                 return;
             }
             // More rides than the iterator said: the general way.
@@ -366,12 +373,15 @@ impl PredictionLog {
         });
     }
 
-    /// Queues a small request straight into this thread's queue, under its lock.
-    fn log_in_place(&self, request: &RequestFields<'_>, rides: &[Option<RideFields<'_>>]) {
-        if rides.is_empty() {
-            return;
-        }
-        self.enqueue_local(rides.len(), |requests| requests.push_request(request, rides.iter().flatten().copied()));
+    /// Queues a small request's `count` rides, already taken from the caller's iterator, straight
+    /// into this thread's queue, under its lock.
+    fn log_in_place<'a>(
+        &self,
+        request: &RequestFields<'_>,
+        count: usize,
+        rides: impl IntoIterator<Item = RideFields<'a>>,
+    ) {
+        self.enqueue_local(count, |requests| requests.push_request(request, rides));
     }
 
     /// Runs `work` with this thread's (empty) scratch queue, or a new one when it is busy (a

@@ -192,8 +192,12 @@ pub struct LineWriter {
     /// The current request's received time and latency.
     received_at_ms: i64,
     latency_us: u64,
-    /// Their digits, kept after the request's first line for the rest of its lines.
-    shared_digits: Option<(Digits, Digits)>,
+    /// The digits last written for an event time, a received time and a latency, with their
+    /// values: a request's lines share the last two, and at high rates many requests in a row
+    /// share the same millisecond (formatting a 13-digit time showed in profiles).
+    event_digits: Option<(i64, Digits)>,
+    received_digits: Option<(i64, Digits)>,
+    latency_digits: Option<(u64, Digits)>,
 }
 
 /// An integer's digits, kept.
@@ -250,7 +254,9 @@ impl Default for LineWriter {
             model_len: 0,
             received_at_ms: 0,
             latency_us: 0,
-            shared_digits: None,
+            event_digits: None,
+            received_digits: None,
+            latency_digits: None,
         }
     }
 }
@@ -260,7 +266,6 @@ impl LineWriter {
     pub fn begin(&mut self, request: &RequestFields<'_>) {
         self.received_at_ms = request.received_at_ms;
         self.latency_us = request.latency_us;
-        self.shared_digits = None;
         if !self.model.as_ref().is_some_and(|model| Arc::ptr_eq(model, request.model)) {
             let mut text = Vec::with_capacity(MODEL_TEXT_CAPACITY);
             text.extend_from_slice(b",\"model_name\":");
@@ -280,17 +285,26 @@ impl LineWriter {
     /// Appends the line of `ride` (without the newline) in the request given to `begin`, which
     /// must have been called first.
     pub fn write(&mut self, ride: &RideFields<'_>, out: &mut Vec<u8>) {
+        self.write_id(ride.ride_id.as_bytes(), ride, out);
+    }
+
+    /// [`LineWriter::write`] with the ride's id given as bytes, in place of `ride.ride_id` (which
+    /// is not read). An id of plain ASCII with nothing to escape (the usual one) is copied as it
+    /// is, without the UTF-8 check that borrowing it as a `&str` would take (it showed in
+    /// profiles); any other is read as UTF-8, invalid sequences replaced, and escaped.
+    pub(crate) fn write_id(&mut self, id: &[u8], ride: &RideFields<'_>, out: &mut Vec<u8>) {
         debug_assert!(self.model.is_some(), "LineWriter::write before begin");
-        if self.model_len > 0 && !needs_escaping(ride.ride_id) {
-            self.write_fast(ride, out);
+        if self.model_len > 0 && plain_ascii(id) {
+            self.write_fast(id, ride, out);
             return;
         }
-        // The model's text did not fit, the ride id needs escaping, or `begin` was not called (a
-        // line naming no model).
+        // The model's text did not fit, the ride id is not plain ASCII, or `begin` was not called
+        // (a line naming no model).
+        let id = String::from_utf8_lossy(id);
         let (name, version) = self.model.as_deref().map_or(("", ""), |model| (&model.name, &model.version));
         let record = PredictionRecord {
             schema: SCHEMA_VERSION,
-            ride_id: ride.ride_id,
+            ride_id: &*id,
             event_time_ms: ride.event_time_ms,
             received_at_ms: self.received_at_ms,
             features: ride.features,
@@ -302,8 +316,8 @@ impl LineWriter {
         record.write_json(out);
     }
 
-    /// [`LineWriter::write`] for the usual line: a ride id with nothing to escape and the model's
-    /// text at hand. Every number is formatted first, which gives the line's length; the line is
+    /// [`LineWriter::write_id`] for the usual line: a ride id of plain ASCII and the model's text
+    /// at hand. Every number is formatted first, which gives the line's length; the line is
     /// then written in place with fixed-size moves.
     ///
     /// Measured against the general way (a dozen appends to the `Vec`): each append was a call to
@@ -311,25 +325,29 @@ impl LineWriter {
     /// formatter wrote them stalled on store-to-load forwarding (a wide load over narrower
     /// stores still in flight); and writing past the line (into room reserved for the longest
     /// one) touched cache lines of the shared chunk that the other core then had to take back.
-    fn write_fast(&mut self, ride: &RideFields<'_>, out: &mut Vec<u8>) {
+    fn write_fast(&mut self, id: &[u8], ride: &RideFields<'_>, out: &mut Vec<u8>) {
         let mut buffers = [itoa::Buffer::new(); 5];
         let [time, pu, dropoff, received, latency] = &mut buffers;
-        let time = match ride.event_time_ms {
-            Some(time_ms) => time.format(time_ms).as_bytes(),
-            None => b"null",
+        let time = match (ride.event_time_ms, &self.event_digits) {
+            (Some(time_ms), Some((last, digits))) if *last == time_ms => digits.as_bytes(),
+            (Some(time_ms), _) => time.format(time_ms).as_bytes(),
+            (None, _) => b"null",
         };
         let pu = pu.format(ride.features.pu_location_id).as_bytes();
         let dropoff = dropoff.format(ride.features.do_location_id).as_bytes();
         let (mut distance, mut prediction) = (zmij::Buffer::new(), zmij::Buffer::new());
         let distance = float_text(&mut distance, ride.features.trip_distance);
         let prediction = float_text(&mut prediction, ride.prediction);
-        // The request's own numbers: formatted for its first line, then kept (formatting them
-        // in `begin` and copying them here would stall as above for one-ride requests).
-        let (received, latency) = match &self.shared_digits {
-            Some((received, latency)) => (received.as_bytes(), latency.as_bytes()),
-            None => (received.format(self.received_at_ms).as_bytes(), latency.format(self.latency_us).as_bytes()),
+        // Digits are kept after the line that formatted them (formatting in `begin` and copying
+        // them here would stall as above for one-ride requests).
+        let received = match &self.received_digits {
+            Some((last, digits)) if *last == self.received_at_ms => digits.as_bytes(),
+            _ => received.format(self.received_at_ms).as_bytes(),
         };
-        let id = ride.ride_id.as_bytes();
+        let latency = match &self.latency_digits {
+            Some((last, digits)) if *last == self.latency_us => digits.as_bytes(),
+            _ => latency.format(self.latency_us).as_bytes(),
+        };
         let model = &self.model_text[..self.model_len];
         let len = keys::LEN
             + id.len()
@@ -363,8 +381,16 @@ impl LineWriter {
         line.text(latency);
         line.put(keys::END);
         debug_assert_eq!(line.len, len, "the line's length was computed wrong");
-        if self.shared_digits.is_none() {
-            self.shared_digits = Some((Digits::copy_of(received), Digits::copy_of(latency)));
+        if let Some(time_ms) = ride.event_time_ms
+            && self.event_digits.is_none_or(|(last, _)| last != time_ms)
+        {
+            self.event_digits = Some((time_ms, Digits::copy_of(time)));
+        }
+        if self.received_digits.is_none_or(|(last, _)| last != self.received_at_ms) {
+            self.received_digits = Some((self.received_at_ms, Digits::copy_of(received)));
+        }
+        if self.latency_digits.is_none_or(|(last, _)| last != self.latency_us) {
+            self.latency_digits = Some((self.latency_us, Digits::copy_of(latency)));
         }
     }
 }
@@ -429,6 +455,22 @@ impl<'a> Line<'a> {
 /// digits by `zmij`, `null` when not finite.
 fn float_text(buffer: &mut zmij::Buffer, value: f64) -> &[u8] {
     if value.is_finite() { buffer.format_finite(value).as_bytes() } else { b"null" }
+}
+
+/// Whether `id` is printable ASCII without the quote or the backslash: valid UTF-8 that JSON
+/// takes as it is.
+fn plain_ascii(id: &[u8]) -> bool {
+    const PLAIN: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut byte = 0x20;
+        while byte < 0x80 {
+            table[byte] = byte != b'"' as usize && byte != b'\\' as usize;
+            byte += 1;
+        }
+        table
+    };
+    // Without an early exit: ids are short and nearly always plain.
+    id.iter().fold(true, |plain, byte| plain & PLAIN[*byte as usize])
 }
 
 /// Whether `text` holds a byte JSON requires escaped: a control character, the quote or the
@@ -586,7 +628,8 @@ mod tests {
             "a\"b".into(),
         ];
         for (index, (model, latency_us)) in requests.into_iter().enumerate() {
-            let received_at_ms = if index == 3 { i64::MIN } else { 1_700_000_000_000 + index as i64 };
+            // Requests two by two in the same millisecond, as at high rates.
+            let received_at_ms = if index == 3 { i64::MIN } else { 1_700_000_000_000 + (index / 2) as i64 };
             let request = RequestFields { model, received_at_ms, latency_us, answered_at: Instant::now() };
             writer.begin(&request);
             for (ride, ride_id) in ids.iter().enumerate() {

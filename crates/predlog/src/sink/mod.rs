@@ -57,9 +57,10 @@ impl Encoded {
         self.count += 1;
     }
 
-    /// Appends the line of one ride of the request `writer` was given.
-    pub fn push_ride(&mut self, writer: &mut LineWriter, ride: &RideFields<'_>) {
-        writer.write(ride, &mut self.lines);
+    /// Appends the line of one ride of the request `writer` was given, its id given as bytes
+    /// (see [`LineWriter::write_id`]).
+    pub fn push_ride(&mut self, writer: &mut LineWriter, id: &[u8], ride: &RideFields<'_>) {
+        writer.write_id(id, ride, &mut self.lines);
         self.lines.push(b'\n');
         self.count += 1;
     }
