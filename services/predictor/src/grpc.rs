@@ -28,9 +28,9 @@ impl PredictorService {
         Self { predictor }
     }
 
-    fn batch(&self, api: Api, rides: Vec<common::Ride>, parent: &str) -> Result<pb::PredictBatchResponse, Error> {
+    fn batch(&self, api: Api, rides: Vec<common::Ride>, within: Within) -> Result<pb::PredictBatchResponse, Error> {
         let started = Instant::now();
-        let checked = check_rides(rides, parent).map_err(|e| self.predictor.refuse(api, e))?;
+        let checked = check_rides(rides, within).map_err(|e| self.predictor.refuse(api, e))?;
         let model = self.predictor.model().map_err(|e| self.predictor.refuse(api, e))?;
         let durations = self.predictor.answer(api, &model, &checked, started);
         let predictions = checked
@@ -46,21 +46,37 @@ impl PredictorService {
     }
 }
 
+/// Where a batch's rides are, for the field paths of errors: the request itself (PredictBatch) or
+/// one message of a stream. (The path is written only for an error: a stream message's prefix,
+/// formatted up front, was an allocation per message.)
+#[derive(Debug, Clone, Copy)]
+enum Within {
+    Request,
+    Message(u64),
+}
+
+impl Within {
+    /// The path of `field` of the batch.
+    fn path(self, field: &str) -> String {
+        match self {
+            Within::Request => field.to_owned(),
+            Within::Message(index) => format!("messages[{index}].{field}"),
+        }
+    }
+}
+
 /// Checks every ride of a batch before any is scored; errors name `rides[i].field`.
-fn check_rides(rides: Vec<common::Ride>, parent: &str) -> Result<Vec<RideIn>, Error> {
+fn check_rides(rides: Vec<common::Ride>, within: Within) -> Result<Vec<RideIn>, Error> {
     if rides.is_empty() {
-        return Err(Error::invalid(format!("{parent}rides"), "is empty; send at least one ride"));
+        return Err(Error::invalid(within.path("rides"), "is empty; send at least one ride"));
     }
     if rides.len() > MAX_BATCH {
-        return Err(Error::invalid(
-            format!("{parent}rides"),
-            format!("has {} rides; at most {MAX_BATCH}", rides.len()),
-        ));
+        return Err(Error::invalid(within.path("rides"), format!("has {} rides; at most {MAX_BATCH}", rides.len())));
     }
     rides
         .into_iter()
         .enumerate()
-        .map(|(i, ride)| check_proto_ride(ride).map_err(|e| e.within(&format!("{parent}rides[{i}]"))))
+        .map(|(i, ride)| check_proto_ride(ride).map_err(|e| e.within(&within.path(&format!("rides[{i}]")))))
         .collect()
 }
 
@@ -90,7 +106,7 @@ impl pb::predictor_server::Predictor for PredictorService {
         &self,
         request: Request<pb::PredictBatchRequest>,
     ) -> Result<Response<pb::PredictBatchResponse>, Status> {
-        Ok(Response::new(self.batch(Api::PredictBatch, request.into_inner().rides, "")?))
+        Ok(Response::new(self.batch(Api::PredictBatch, request.into_inner().rides, Within::Request)?))
     }
 
     type PredictStreamStream = PredictionStream;
@@ -107,9 +123,9 @@ impl pb::predictor_server::Predictor for PredictorService {
         let output = async_stream_map(move |tx| async move {
             while let Some(message) = incoming.next().await {
                 let reply = match message {
-                    Ok(message) => service
-                        .batch(Api::PredictStream, message.rides, &format!("messages[{index}]."))
-                        .map_err(Status::from),
+                    Ok(message) => {
+                        service.batch(Api::PredictStream, message.rides, Within::Message(index)).map_err(Status::from)
+                    }
                     Err(status) => Err(status),
                 };
                 index += 1;

@@ -407,6 +407,10 @@ async fn bad_input_is_refused_naming_the_field() {
     let mut answers = client.predict_stream(futures::stream::iter(messages)).await.expect("stream").into_inner();
     assert!(answers.message().await.expect("first answer").is_some());
     invalid(answers.message().await.expect_err("second message is bad"), "messages[1].rides[1].trip_distance");
+    // A message without rides is named as a whole.
+    let empty = vec![pb::PredictBatchRequest { rides: Vec::new() }];
+    let mut answers = client.predict_stream(futures::stream::iter(empty)).await.expect("stream").into_inner();
+    invalid(answers.message().await.expect_err("an empty message"), "messages[0].rides");
     // Unknown zones are allowed: they contribute nothing.
     let unknown = Ride { pu_location_id: 99_999, do_location_id: -1, ..ride(2.0) };
     client.predict(pb::PredictRequest { ride: Some(unknown) }).await.expect("unknown zones are fine");
