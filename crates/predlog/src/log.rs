@@ -112,6 +112,40 @@ pub(crate) struct SlotQueue {
     pub closed: bool,
 }
 
+/// What the callers' side of a queue counts under its lock ([`Inbox`] and [`SlotQueue`] alike).
+pub(crate) struct Tally<'a> {
+    pub count: &'a mut u64,
+    pub queued: &'a mut u64,
+    pub closed: bool,
+}
+
+impl Tally<'_> {
+    /// Counts `count` records added; returns whether the queue held none before.
+    fn add(self, count: u64) -> bool {
+        let was_empty = *self.count == 0;
+        *self.count += count;
+        *self.queued += count;
+        was_empty
+    }
+}
+
+/// A queue the callers add records to under its lock.
+pub(crate) trait Tallied {
+    fn tally(&mut self) -> Tally<'_>;
+}
+
+impl Tallied for Inbox {
+    fn tally(&mut self) -> Tally<'_> {
+        Tally { count: &mut self.count, queued: &mut self.queued, closed: self.closed }
+    }
+}
+
+impl Tallied for SlotQueue {
+    fn tally(&mut self) -> Tally<'_> {
+        Tally { count: &mut self.count, queued: &mut self.queued, closed: self.closed }
+    }
+}
+
 impl Slot {
     /// Locks the queue, ignoring poisoning (see [`Shared::inbox`]).
     pub fn lock(&self) -> MutexGuard<'_, SlotQueue> {
@@ -417,50 +451,43 @@ impl PredictionLog {
         self.enqueue_local(scratch.count(), |requests| requests.append(scratch));
     }
 
-    /// Adds `count` records to this thread's queue with `add`, under its lock, and wakes the
-    /// background task if the queue was empty or has become worth a write; after shutdown they are
-    /// dropped (and counted) instead.
+    /// Adds `count` records to this thread's queue with `add` (local sink); see
+    /// [`PredictionLog::enqueue_into`]. The background task is also woken when the queue has
+    /// become worth a write.
     fn enqueue_local(&self, count: usize, add: impl FnOnce(&mut Requests)) {
-        let shared = &self.inner.shared;
-        let count = count as u64;
-        with_slot(shared, |slot| {
-            let mut queue = slot.lock();
-            if queue.closed {
-                drop(queue);
-                self.refuse(count);
-                return;
-            }
-            let was_empty = queue.count == 0;
-            let before = queue.requests.len();
-            add(&mut queue.requests);
-            queue.queued += count;
-            queue.count += count;
-            let reached = before < EARLY_WRITE_BYTES && queue.requests.len() >= EARLY_WRITE_BYTES;
-            drop(queue);
-            if was_empty || reached {
-                shared.notify.notify_one();
-            }
+        with_slot(&self.inner.shared, |slot| {
+            self.enqueue_into(slot.lock(), count, |queue| {
+                let before = queue.requests.len();
+                add(&mut queue.requests);
+                before < EARLY_WRITE_BYTES && queue.requests.len() >= EARLY_WRITE_BYTES
+            });
         });
     }
 
-    /// Adds `count` records to the inbox with `add` (Kinesis), under its lock, and wakes the
-    /// background task if it was empty; after shutdown they are dropped (and counted) instead.
+    /// Adds `count` records to the inbox with `add` (Kinesis); see [`PredictionLog::enqueue_into`].
     fn enqueue(&self, count: usize, add: impl FnOnce(&mut Inbox)) {
-        let shared = &self.inner.shared;
+        self.enqueue_into(self.inner.shared.inbox(), count, |inbox| {
+            add(inbox);
+            false
+        });
+    }
+
+    /// Adds `count` records to the locked `queue` with `add`, counts them, and wakes the background
+    /// task if the queue was empty or `add` says it is worth a write now; after shutdown they are
+    /// dropped (and counted) instead.
+    fn enqueue_into<Q: Tallied>(&self, mut queue: MutexGuard<'_, Q>, count: usize, add: impl FnOnce(&mut Q) -> bool) {
         let count = count as u64;
-        let mut inbox = shared.inbox();
-        if inbox.closed {
-            drop(inbox);
+        if queue.tally().closed {
+            drop(queue);
             self.refuse(count);
             return;
         }
-        let was_empty = inbox.count == 0;
-        add(&mut inbox);
-        inbox.queued += count;
-        inbox.count += count;
-        drop(inbox);
-        if was_empty {
-            shared.notify.notify_one();
+        let worth_a_write = add(&mut queue);
+        // Counted after `add`, which leaves the counts alone.
+        let was_empty = queue.tally().add(count);
+        drop(queue);
+        if was_empty || worth_a_write {
+            self.inner.shared.notify.notify_one();
         }
     }
 
