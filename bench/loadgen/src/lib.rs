@@ -9,9 +9,13 @@
 //! - [`Mode::Http`]: the seed-compatible `POST /predict` over HTTP/1.1 keep-alive, one request in
 //!   flight per TCP connection (`connections × concurrency_per_connection` connections).
 //!
-//! Each connection is its own tonic `Channel` (one channel multiplexes everything on one TCP
-//! connection). Calls completing during the warm-up are not counted. Failed calls (a non-OK status,
-//! a non-2xx answer, a broken connection) are counted as errors and the run goes on.
+//! Each gRPC connection is one HTTP/2 connection that multiplexes all its calls. Unary calls go
+//! through [`Client::H2`], a lean caller on the `h2` crate (see [`h2grpc`] for why), or through
+//! tonic's client with [`Client::Tonic`]; streams always use tonic. Calls completing during the
+//! warm-up are not counted. Failed calls (a non-OK status, a non-2xx answer, a broken connection,
+//! an answer for another ride) are counted as errors and the run goes on.
+
+pub mod h2grpc;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +25,7 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use lightops_api::common::v1::Ride;
 use lightops_api::predictor::v1::predictor_client::PredictorClient;
-use lightops_api::predictor::v1::{PredictBatchRequest, PredictRequest};
+use lightops_api::predictor::v1::{PredictBatchRequest, PredictRequest, PredictResponse};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -49,6 +53,25 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// Which gRPC client makes unary calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// [`h2grpc`]: the protocol straight on an h2 connection, for the least client CPU per call.
+    H2,
+    /// tonic's generated client over a `Channel`, as an application would call the predictor.
+    Tonic,
+}
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Client::H2 => "h2",
+            Client::Tonic => "tonic",
+        })
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -57,6 +80,8 @@ pub struct Options {
     pub url: String,
     /// How the predictor is driven.
     pub mode: Mode,
+    /// The client for unary calls ([`Mode::Unary`] only).
+    pub client: Client,
     /// Separate connections.
     pub connections: usize,
     /// Calls in flight per connection (unary), or TCP connections per connection slot (http).
@@ -77,6 +102,9 @@ pub struct Options {
 pub struct Report {
     /// The mode that ran.
     pub mode: Mode,
+    /// The client that made the calls: the one asked for in unary mode, `tonic` for streams;
+    /// absent for http.
+    pub client: Option<Client>,
     /// Connections used.
     pub connections: usize,
     /// Successful calls (unary, http) or stream messages answered (stream).
@@ -105,9 +133,10 @@ impl Report {
     /// One line for people.
     pub fn summary(&self) -> String {
         format!(
-            "{} x{}: {} requests, {} predictions in {:.2} s: {:.0} req/s, {:.0} predictions/s; latency p50 {:.3} ms, \
+            "{}{} x{}: {} requests, {} predictions in {:.2} s: {:.0} req/s, {:.0} predictions/s; latency p50 {:.3} ms, \
              p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {} errors",
             self.mode,
+            self.client.map(|client| format!(" ({client} client)")).unwrap_or_default(),
             self.connections,
             self.requests,
             self.predictions,
@@ -251,6 +280,20 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let mut workers = tokio::task::JoinSet::new();
     // Connect first, so connection setup is neither measured nor a reason for errors later.
     let clock = match options.mode {
+        Mode::Unary if options.client == Client::H2 => {
+            let mut connections = Vec::with_capacity(options.connections);
+            for _ in 0..options.connections {
+                connections.push(h2grpc::Connection::connect(&options.url).await?);
+            }
+            let clock = start_clock(options);
+            for (index, connection) in connections.into_iter().enumerate() {
+                for slot in 0..options.concurrency_per_connection {
+                    let worker = index * options.concurrency_per_connection + slot;
+                    workers.spawn(h2_unary_worker(connection.clone(), worker, rides.clone(), clock));
+                }
+            }
+            clock
+        }
         Mode::Unary | Mode::Stream => {
             let channels = connect_channels(&options.url, options.connections).await?;
             let clock = start_clock(options);
@@ -295,8 +338,14 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         Mode::Http => options.connections * options.concurrency_per_connection,
         Mode::Unary | Mode::Stream => options.connections,
     };
+    let client = match options.mode {
+        Mode::Unary => Some(options.client),
+        Mode::Stream => Some(Client::Tonic),
+        Mode::Http => None,
+    };
     Ok(Report {
         mode: options.mode,
+        client,
         connections,
         requests: total.requests,
         predictions: total.predictions,
@@ -341,13 +390,45 @@ async fn unary_worker(
         let request = PredictRequest { ride: Some(rides.ride(worker, n)) };
         n += 1;
         let started = Instant::now();
-        match tokio::time::timeout_at(clock.give_up(), client.predict(request)).await {
-            Ok(Ok(response)) if response.get_ref().prediction.is_some() => tally.record(&clock, started, 1),
+        match tokio::time::timeout_at(clock.give_up(), client.predict(request.clone())).await {
+            Ok(Ok(response)) if answers(&request, response.get_ref()) => tally.record(&clock, started, 1),
             Ok(Ok(_) | Err(_)) => tally.error(&clock),
             Err(_) => break,
         }
     }
     Ok(tally)
+}
+
+/// The unary worker on [`h2grpc`]: the same calls and checks as [`unary_worker`].
+async fn h2_unary_worker(
+    mut connection: h2grpc::Connection,
+    worker: usize,
+    rides: Arc<RideSet>,
+    clock: Clock,
+) -> anyhow::Result<Tally> {
+    const PREDICT: &str = "/lightops.predictor.v1.Predictor/Predict";
+    let mut tally = Tally::new()?;
+    let mut n = 0u64;
+    while clock.running() {
+        let request = PredictRequest { ride: Some(rides.ride(worker, n)) };
+        n += 1;
+        let started = Instant::now();
+        let call = connection.unary::<_, PredictResponse>(PREDICT, &request);
+        match tokio::time::timeout_at(clock.give_up(), call).await {
+            Ok(Ok(response)) if answers(&request, &response) => tally.record(&clock, started, 1),
+            Ok(Ok(_) | Err(_)) => tally.error(&clock),
+            Err(_) => break,
+        }
+    }
+    Ok(tally)
+}
+
+/// Whether `response` is a prediction for the ride of `request`.
+fn answers(request: &PredictRequest, response: &PredictResponse) -> bool {
+    match (&request.ride, &response.prediction) {
+        (Some(ride), Some(prediction)) => prediction.ride_id == ride.ride_id && prediction.duration.is_finite(),
+        _ => false,
+    }
 }
 
 async fn stream_worker(
@@ -604,6 +685,20 @@ mod tests {
         assert_eq!(ride.ride_id, "r3-17");
         assert_eq!(RideSet::new(256).ride(3, 17).pu_location_id, ride.pu_location_id);
         assert!(ride.trip_distance >= 0.5 && ride.trip_distance < 20.5);
+    }
+
+    #[test]
+    fn only_a_finite_prediction_for_the_same_ride_counts() {
+        use lightops_api::predictor::v1::Prediction;
+        let request = PredictRequest { ride: Some(RideSet::new(4).ride(1, 2)) };
+        let answer = |ride_id: &str, duration: f64| PredictResponse {
+            prediction: Some(Prediction { ride_id: ride_id.into(), duration }),
+            ..PredictResponse::default()
+        };
+        assert!(answers(&request, &answer("r1-2", 12.5)));
+        assert!(!answers(&request, &answer("r1-3", 12.5)));
+        assert!(!answers(&request, &answer("r1-2", f64::NAN)));
+        assert!(!answers(&request, &PredictResponse::default()));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use lightops_loadgen::{Mode, Options, parse_duration, run};
+use lightops_loadgen::{Client, Mode, Options, parse_duration, run};
 
 /// Load generator for the lightops predictor.
 #[derive(Debug, Parser)]
@@ -17,6 +17,12 @@ struct Args {
     /// `unary` (Predict, one ride per call), `stream` (PredictStream) or `http` (POST /predict).
     #[arg(long, env = "LOADGEN_MODE", value_enum, default_value_t = Mode::Unary)]
     mode: Mode,
+
+    /// The client for unary calls: `h2` (the gRPC protocol straight on an h2 connection, the
+    /// least CPU per call, so the load generator takes less of the machine from the server) or
+    /// `tonic` (tonic's generated client, as an application would call). Streams always use tonic.
+    #[arg(long, env = "LOADGEN_CLIENT", value_enum, default_value_t = Client::H2)]
+    client: Client,
 
     /// Separate connections (one HTTP/2 connection, i.e. one gRPC channel, each).
     #[arg(long, env = "LOADGEN_CONNECTIONS", default_value_t = 16)]
@@ -53,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
     let options = Options {
         url: args.url,
         mode: args.mode,
+        client: args.client,
         connections: args.connections,
         concurrency_per_connection: args.concurrency_per_connection,
         batch: args.batch,

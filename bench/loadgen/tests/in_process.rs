@@ -11,7 +11,7 @@ use lightops_api::predictor::v1::{
     GetModelRequest, PredictBatchRequest, PredictBatchResponse, PredictRequest, PredictResponse, Prediction,
     ServingModel,
 };
-use lightops_loadgen::{Mode, Options, Report, run};
+use lightops_loadgen::{Client, Mode, Options, Report, run};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -92,6 +92,7 @@ fn options(url: String, mode: Mode) -> Options {
     Options {
         url,
         mode,
+        client: Client::H2,
         connections: 2,
         concurrency_per_connection: 2,
         batch: 1,
@@ -114,15 +115,19 @@ fn assert_healthy(report: &Report) {
 async fn unary_and_stream_workers_drive_a_predictor() {
     let (url, _stop) = grpc_server(Doubler::default()).await;
 
-    let unary = run(&options(url.clone(), Mode::Unary)).await.expect("unary run");
-    assert_healthy(&unary);
-    assert_eq!(unary.predictions, unary.requests);
+    for client in [Client::H2, Client::Tonic] {
+        let unary = run(&Options { client, ..options(url.clone(), Mode::Unary) }).await.expect("unary run");
+        assert_healthy(&unary);
+        assert_eq!(unary.predictions, unary.requests);
+        assert_eq!(unary.client, Some(client));
+    }
 
     let stream = run(&Options { batch: 10, ..options(url, Mode::Stream) }).await.expect("stream run");
     assert_healthy(&stream);
     assert_eq!(stream.predictions, stream.requests * 10);
     let json = serde_json::to_value(&stream).expect("report as json");
     assert_eq!(json["mode"], "stream");
+    assert_eq!(json["client"], "tonic");
     for field in ["connections", "requests", "predictions", "seconds", "rps", "predictions_per_s", "p99_ms", "errors"] {
         assert!(json.get(field).is_some(), "{field} missing from {json}");
     }
@@ -130,12 +135,14 @@ async fn unary_and_stream_workers_drive_a_predictor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_ok_statuses_are_counted_not_fatal() {
-    let (url, _stop) = grpc_server(Doubler { fail_every: Some(2), ..Doubler::default() }).await;
-    let report = run(&options(url, Mode::Unary)).await.expect("unary run");
-    assert!(report.requests > 0, "{report:?}");
-    assert!(report.errors > 0, "{report:?}");
-    // Every second call fails: the counts agree to within the calls in flight at the edges.
-    assert!(report.errors.abs_diff(report.requests) <= 4, "{report:?}");
+    for client in [Client::H2, Client::Tonic] {
+        let (url, _stop) = grpc_server(Doubler { fail_every: Some(2), ..Doubler::default() }).await;
+        let report = run(&Options { client, ..options(url, Mode::Unary) }).await.expect("unary run");
+        assert!(report.requests > 0, "{client}: {report:?}");
+        assert!(report.errors > 0, "{client}: {report:?}");
+        // Every second call fails: the counts agree to within the calls in flight at the edges.
+        assert!(report.errors.abs_diff(report.requests) <= 4, "{client}: {report:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
