@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod oip;
 pub mod predict;
+pub mod sharded;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the predictor, served as text on `GET /metrics`, and the same figures
 //! through the OpenTelemetry metrics API when telemetry is exported (OTLP).
 //!
-//! Request counters and histograms are updated on the request path (pre-resolved per API, so an
-//! update is an atomic add or one short lock); the model and prediction-log figures are read
+//! Request counters and histograms are updated on the request path (pre-resolved per API, and
+//! sharded per thread by [`crate::sharded`], so an update is an uncontended atomic add); the model and prediction-log figures are read
 //! from their owners at scrape time by a collector (Prometheus) or by observable instruments
 //! (OpenTelemetry).
 //!
@@ -25,10 +25,10 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::model::ModelSlot;
+use crate::sharded::{ShardedCounter, ShardedHistogram};
 
 /// Which API answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,9 +73,9 @@ struct ErrorLabel {
 /// Metrics of one API, resolved once.
 #[derive(Debug, Clone)]
 struct ApiMetrics {
-    requests: Counter,
-    predictions: Counter,
-    duration: Histogram,
+    requests: ShardedCounter,
+    predictions: ShardedCounter,
+    duration: ShardedHistogram,
     /// The `api` attribute of the OpenTelemetry instruments.
     attributes: [KeyValue; 1],
 }
@@ -97,7 +97,7 @@ pub struct Metrics {
     registry: Registry,
     apis: Vec<(Api, ApiMetrics)>,
     errors: Family<ErrorLabel, Counter>,
-    values: Histogram,
+    values: ShardedHistogram,
     /// `None` unless telemetry is exported.
     otel: Option<OtelMetrics>,
 }
@@ -114,11 +114,12 @@ impl Metrics {
     /// Registers every metric; `slot` and `log` are read at scrape time.
     pub fn new(slot: Arc<ModelSlot>, log: Option<PredictionLog>) -> Self {
         let mut registry = Registry::with_prefix("lightops_predictor");
-        let requests = Family::<ApiLabel, Counter>::default();
-        let predictions = Family::<ApiLabel, Counter>::default();
-        let duration = Family::<ApiLabel, Histogram>::new_with_constructor(|| Histogram::new(duration_buckets()));
+        let requests = Family::<ApiLabel, ShardedCounter>::default();
+        let predictions = Family::<ApiLabel, ShardedCounter>::default();
+        let duration =
+            Family::<ApiLabel, ShardedHistogram>::new_with_constructor(|| ShardedHistogram::new(duration_buckets()));
         let errors = Family::<ErrorLabel, Counter>::default();
-        let values = Histogram::new(VALUE_BUCKETS);
+        let values = ShardedHistogram::new(VALUE_BUCKETS);
         let otel = telemetry::exporting().then(|| OtelMetrics::new(&slot, log.as_ref()));
         registry.register("requests", "Prediction requests answered, by API", requests.clone());
         registry.register("predictions", "Rides predicted, by API", predictions.clone());

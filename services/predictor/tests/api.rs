@@ -303,6 +303,22 @@ async fn every_api_gives_the_model_library_prediction() {
     assert!(line("lightops_predictor_model_refused_total 0"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("lightops_predictor_model_info{") && l.ends_with("} 1")), "{text}");
     assert!(line("lightops_predictor_log_spill_backlog 0"), "{text}");
+    // The histograms count every request (duration) and every ride (predicted minutes).
+    let value = |prefix: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {text}"));
+        line[prefix.len()..].trim().parse().unwrap_or_else(|_| panic!("{line}"))
+    };
+    let batch_requests = value("lightops_predictor_requests_total{api=\"PredictBatch\"}");
+    assert!(batch_requests >= 1.0, "{text}");
+    assert_eq!(value("lightops_predictor_request_duration_seconds_count{api=\"PredictBatch\"}"), batch_requests);
+    let inf = "lightops_predictor_request_duration_seconds_bucket{le=\"+Inf\",api=\"PredictBatch\"}";
+    assert_eq!(value(inf), batch_requests, "{text}");
+    let rides: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("lightops_predictor_predictions_total{"))
+        .map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN))
+        .sum();
+    assert_eq!(value("lightops_predictor_prediction_minutes_count"), rides, "{text}");
     server.stop().await;
 
     // Every answered ride is in the prediction log: 50 + 300 + 300 + 300 + 300 + 40 + 1.
