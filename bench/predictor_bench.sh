@@ -7,7 +7,7 @@
 #   pip install -r bench/reference/requirements-serve.txt   # + wrk (Debian: apt-get install wrk)
 #   bench/predictor_bench.sh [--duration 10s] [--warmup 2s] [--connections 16] [--rounds 3]
 #                            [--flask-only | --lightops-only] [--scenarios http,unary,stream1,stream100]
-#                            [--together] [--client h2|tonic]
+#                            [--client h2|tonic]
 #
 # Prints a Markdown table: scenario, throughput (req/s, or predictions/s for streams), p50, p99,
 # errors, and for HTTP the lightops/Flask throughput ratio; then what the prediction log costs per
@@ -16,10 +16,6 @@
 # every scenario on one, then the other, back to back, for --rounds rounds; the tables give the
 # median round, so a noisy neighbour slowing one run does not decide the comparison. Load
 # generator and server share the machine: on a small box the numbers measure both.
-# With --together, each round loads both servers at the same time instead (two load generators,
-# each with --connections), so a slow spell of the machine hits both alike: each takes about half
-# the machine, and the ratio of their throughputs is what the log costs. Throughputs are then
-# about half those of a server alone; the ratio, not the level, is the result of such a run.
 # --client picks the load generator's gRPC client for unary calls (h2 by default; see
 # bench/loadgen/src/h2grpc.rs).
 #
@@ -37,10 +33,9 @@ ROUNDS=3
 SCENARIOS=http,unary,stream1,stream100
 RUN_LIGHTOPS=1
 RUN_FLASK=1
-TOGETHER=0
 CLIENT=h2
 
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -51,7 +46,6 @@ while [[ $# -gt 0 ]]; do
     --scenarios) SCENARIOS=$2; shift 2 ;;
     --flask-only) RUN_LIGHTOPS=0; shift ;;
     --lightops-only) RUN_FLASK=0; shift ;;
-    --together) TOGETHER=1; shift ;;
     --client) CLIENT=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -238,24 +232,14 @@ if [[ $RUN_LIGHTOPS == 1 ]]; then
       *) die "unknown scenario $scenario (expected http, unary, stream1 or stream100)" ;;
     esac
   }
-  # Each scenario runs on both servers back to back (or, with --together, at the same time), so
-  # that the two runs of a pair see the same conditions on a shared machine.
+  # Each scenario runs on both servers back to back, so that the two runs of a pair see the
+  # same conditions on a shared machine.
   for round in $(seq "$ROUNDS"); do
     for scenario in ${SCENARIOS//,/ }; do
-      if [[ $TOGETHER == 1 ]]; then
-        log "round $round/$ROUNDS, $scenario, both servers at once"
-        run_scenario "$scenario" local &
-        on=$!
-        run_scenario "$scenario" none &
-        off=$!
-        wait "$on"
-        wait "$off"
-      else
-        for label in local none; do
-          log "round $round/$ROUNDS, $scenario, lightops (log: $label)"
-          run_scenario "$scenario" "$label"
-        done
-      fi
+      for label in local none; do
+        log "round $round/$ROUNDS, $scenario, lightops (log: $label)"
+        run_scenario "$scenario" "$label"
+      done
       # A run writes up to gigabytes of log: closed segments go (the server never touches
       # them again).
       rm -f "$WORK"/predictions/predictions-*.jsonl
@@ -291,15 +275,11 @@ echo
 echo "Predictor benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores" \
   "($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //' || uname -m));" \
   "$DURATION per scenario after a $WARMUP warm-up, $CONNECTIONS connections, median of $ROUNDS rounds" \
-  "$(if [[ $TOGETHER == 1 ]]; then echo "loading log on and log off at the same time (each server has about half the machine)"; else echo "alternating log on/off"; fi);" \
-  "gRPC unary client: $CLIENT."
+  "alternating log on/off; gRPC unary client: $CLIENT."
 echo
-python3 - "$RESULTS" "$TOGETHER" <<'EOF'
+python3 - "$RESULTS" <<'EOF'
 import sys
 raw = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
-# Servers loaded at the same time each had about half the machine: no ratio to Flask, which had
-# all of it.
-together = sys.argv[2] == "1"
 # The median round per (scenario, server), in the order first seen.
 groups = {}
 for scenario, server, throughput, unit, p50, p99, errors, cores in raw:
@@ -318,9 +298,7 @@ print("| scenario | server | throughput (median) | p50 | p99 | errors | rounds |
 print("|---|---|---:|---:|---:|---:|---:|---:|")
 for scenario, server, throughput, unit, p50, p99, errors, rounds in rows:
     ratio = ""
-    if together and not server.startswith("Flask"):
-        ratio = "(half the machine)"
-    elif scenario.startswith("HTTP") and flask and not server.startswith("Flask"):
+    if scenario.startswith("HTTP") and flask and not server.startswith("Flask"):
         ratio = f"{throughput / flask:.1f}x"
     elif scenario.startswith("HTTP") and server.startswith("Flask"):
         ratio = "1.0x"
