@@ -11,7 +11,9 @@
 #
 # Prints a Markdown table: scenario, throughput (req/s, or predictions/s for streams), p50, p99,
 # errors, and for HTTP the lightops/Flask throughput ratio; then what the prediction log costs per
-# scenario: in throughput, and in the server's CPU time per prediction (from /proc/<pid>/stat).
+# scenario: in throughput, and in the server's CPU time per prediction (from /proc/<pid>/stat),
+# counting the CPU the log spends catching up after a run (records it spilled to disk at the
+# highest rates, written after the load stops; the next run starts once it has caught up).
 # The two lightops servers (log on the local sink, log off) run side by side; each round runs
 # every scenario on one, then the other, back to back, for --rounds rounds; the tables give the
 # median round, so a noisy neighbour slowing one run does not decide the comparison. Load
@@ -35,7 +37,7 @@ RUN_LIGHTOPS=1
 RUN_FLASK=1
 CLIENT=h2
 
-usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -125,26 +127,67 @@ cpu_mark() { # cpu_mark PID: "<wall seconds> <CPU ticks of PID>" (empty without 
   [[ -n ${1:-} ]] || return 0
   echo "$(date +%s.%N) $(awk '{print $14 + $15}' "/proc/$1/stat")"
 }
-cpu_cores() { # cpu_cores START_MARK END_MARK: average cores used in between (empty without marks)
+cpu_cores() { # cpu_cores START_MARK END_MARK [AFTER_MARK]: average cores used from START to END,
+  # counting the CPU used up to AFTER (the log's catching up) as if spent in the run
   [[ -n $1 && -n $2 ]] || return 0
-  python3 -c 'import sys; t0, c0, t1, c1 = map(float, sys.argv[1:5]); print(f"{(c1 - c0) / float(sys.argv[5]) / (t1 - t0):.3f}")' \
-    $1 $2 "$CLK_TCK"
+  local after=${3:-$2}
+  python3 -c 'import sys; t0, c0, t1, _, _, c2 = map(float, sys.argv[1:7]); print(f"{(c2 - c0) / float(sys.argv[7]) / (t1 - t0):.3f}")' \
+    $1 $2 $after "$CLK_TCK"
+}
+
+log_state() { # log_state BASE_URL: "<queue depth> <spill backlog> <records spilled>" (empty: no log)
+  { curl -sf "$1/metrics" || true; } | awk '
+    /^lightops_predictor_log_queue_depth / { queue = $2 }
+    /^lightops_predictor_log_spill_backlog / { backlog = $2 }
+    /^lightops_predictor_log_records_total\{state="spilled"\} / { spilled = $2 }
+    END { if (queue != "") print queue, backlog, spilled }'
+}
+
+# After a run, the log may still hold records: at the highest rates the load leaves its
+# background task too little of the machine, its queue fills and records spill to disk, to be
+# written once it catches up. That work belongs to the run that caused it, not to the next run
+# (which it would slow): settle waits for it, the run's CPU includes it, and the table reports it.
+settle() { # settle BASE_URL SPILLED_BEFORE: waits (at most 600 s) until the log holds nothing;
+  # prints "<seconds waited> <records spilled since SPILLED_BEFORE>"
+  local base=$1 before=${2:-0} t0 state queue backlog spilled
+  t0=$(date +%s.%N)
+  for _ in $(seq 6000); do
+    state=$(log_state "$base")
+    [[ -n $state ]] || { echo "0 0"; return 0; }
+    read -r queue backlog spilled <<<"$state"
+    if [[ $queue == 0 && $backlog == 0 ]]; then
+      python3 -c 'import sys, time; print(f"{time.time() - float(sys.argv[1]):.1f} {int(float(sys.argv[2]) - float(sys.argv[3]))}")' \
+        "$t0" "$spilled" "$before"
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "the prediction log of $base did not catch up within 600 s ($state)"
+}
+
+spilled_so_far() { # spilled_so_far BASE_URL: records the log has spilled since it started (0: no log)
+  local state
+  state=$(log_state "$1")
+  if [[ -n $state ]]; then echo "${state##* }"; else echo 0; fi
 }
 
 run_wrk() { # run_wrk SCENARIO SERVER BASE_URL [SERVER_PID]
-  local scenario=$1 server=$2 url=$3/predict pid=${4:-} out start end
+  local scenario=$1 server=$2 base=$3 url=$3/predict pid=${4:-} out start end after spilled drain
   out=$WORK/wrk-$(echo "$scenario-$server" | tr -c 'a-zA-Z0-9' '_').txt
   if [[ ! $WARMUP =~ ^0+(s|ms)?$ ]]; then
     log "$scenario: wrk warm-up ($WARMUP)"
     wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" -s "$ROOT/bench/reference/predict.lua" "$url" >/dev/null
   fi
   log "$scenario: wrk -t2 -c$CONNECTIONS -d$DURATION"
+  spilled=$(spilled_so_far "$base")
   start=$(cpu_mark "$pid")
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$ROOT/bench/reference/predict.lua" "$url" >"$out"
   end=$(cpu_mark "$pid")
-  python3 - "$scenario" "$server" "$out" "$(cpu_cores "$start" "$end")" >>"$RESULTS" <<'EOF'
+  drain=$(settle "$base" "$spilled")
+  after=$(cpu_mark "$pid")
+  python3 - "$scenario" "$server" "$out" "$(cpu_cores "$start" "$end" "$after")" $drain >>"$RESULTS" <<'EOF'
 import re, sys
-scenario, server, path, cores = sys.argv[1:]
+scenario, server, path, cores, drain, spilled = sys.argv[1:]
 text = open(path).read()
 def ms(value):
     number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
@@ -156,30 +199,33 @@ errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", te
 socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
 if socket:
     errors += sum(int(n) for n in socket.groups())
-print(f"{scenario}\t{server}\t{rps:.0f}\treq/s\t{p50:.3f}\t{p99:.3f}\t{errors}\t{cores}")
+print(f"{scenario}\t{server}\t{rps:.0f}\treq/s\t{p50:.3f}\t{p99:.3f}\t{errors}\t{cores}\t{drain}\t{spilled}")
 EOF
 }
 
 run_loadgen() { # run_loadgen SCENARIO SERVER BASE_URL SERVER_PID LOADGEN_ARGS...
-  local scenario=$1 server=$2 url=$3 pid=$4 out start end
+  local scenario=$1 server=$2 url=$3 pid=$4 out start end after spilled drain
   shift 4
   out=$WORK/loadgen-$(echo "$scenario-$server" | tr -c 'a-zA-Z0-9' '_').json
   log "$scenario: lightops-loadgen $*"
   # The CPU is averaged over the warm-up too: the load is the same throughout.
+  spilled=$(spilled_so_far "$url")
   start=$(cpu_mark "$pid")
   "$LOADGEN" --url "$url" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --json "$@" \
     >"$out" 2>>"$WORK/loadgen.log"
   end=$(cpu_mark "$pid")
-  python3 - "$scenario" "$server" "$out" "$(cpu_cores "$start" "$end")" >>"$RESULTS" <<'EOF'
+  drain=$(settle "$url" "$spilled")
+  after=$(cpu_mark "$pid")
+  python3 - "$scenario" "$server" "$out" "$(cpu_cores "$start" "$end" "$after")" $drain >>"$RESULTS" <<'EOF'
 import json, sys
-scenario, server, path, cores = sys.argv[1:]
+scenario, server, path, cores, drain, spilled = sys.argv[1:]
 report = json.load(open(path))
 if report["mode"] == "stream":
     throughput, unit = report["predictions_per_s"], "predictions/s"
 else:
     throughput, unit = report["rps"], "req/s"
 p50, p99, errors = report["p50_ms"], report["p99_ms"], report["errors"]
-print(f"{scenario}\t{server}\t{throughput:.0f}\t{unit}\t{p50:.3f}\t{p99:.3f}\t{errors}\t{cores}")
+print(f"{scenario}\t{server}\t{throughput:.0f}\t{unit}\t{p50:.3f}\t{p99:.3f}\t{errors}\t{cores}\t{drain}\t{spilled}")
 EOF
 }
 
@@ -282,15 +328,16 @@ import sys
 raw = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 # The median round per (scenario, server), in the order first seen.
 groups = {}
-for scenario, server, throughput, unit, p50, p99, errors, cores in raw:
-    # Server CPU per request or prediction, in ns (None when not measured).
+for scenario, server, throughput, unit, p50, p99, errors, cores, drain, spilled in raw:
+    # Server CPU per request or prediction, in ns, including the log's catching up after the run
+    # (None when not measured).
     cpu_ns = float(cores) / float(throughput) * 1e9 if cores and float(throughput) > 0 else None
     groups.setdefault((scenario, server), []).append(
-        (float(throughput), unit, float(p50), float(p99), int(errors), cpu_ns))
+        (float(throughput), unit, float(p50), float(p99), int(errors), cpu_ns, float(drain), int(spilled)))
 rows = []
 for (scenario, server), runs in groups.items():
     ordered = sorted(runs, key=lambda run: run[0])
-    throughput, unit, p50, p99, _, _ = ordered[len(ordered) // 2]
+    throughput, unit, p50, p99 = ordered[len(ordered) // 2][:4]
     rows.append((scenario, server, throughput, unit, p50, p99, sum(run[4] for run in runs), len(runs)))
 rows.sort(key=lambda row: (row[1].startswith("Flask"), "none" in row[1]))
 flask = next((r[2] for r in rows if r[1].startswith("Flask") and r[0].startswith("HTTP")), None)
@@ -315,8 +362,8 @@ def median_cpu(runs):
 if costs:
     print()
     print("| scenario | log on (median) | log off (median) | cost of the log | each round, on vs off "
-          "| server CPU per prediction, on / off | the log's CPU per record |")
-    print("|---|---:|---:|---:|---|---:|---:|")
+          "| server CPU per prediction, on / off | the log's CPU per record | spilled, catching up after each round |")
+    print("|---|---:|---:|---:|---|---:|---:|---|")
     for scenario in costs:
         on, off = medians[(scenario, on_label)], medians[(scenario, off_label)]
         pairs = zip(groups[(scenario, on_label)], groups[(scenario, off_label)])
@@ -324,5 +371,7 @@ if costs:
         cpu_on, cpu_off = median_cpu(groups[(scenario, on_label)]), median_cpu(groups[(scenario, off_label)])
         cpu = f"{cpu_on:,.0f} / {cpu_off:,.0f} ns" if cpu_on and cpu_off else ""
         extra = f"{cpu_on - cpu_off:+,.0f} ns" if cpu_on and cpu_off else ""
-        print(f"| {scenario} | {int(on):,} | {int(off):,} | {1 - on / off:.1%} | {each} | {cpu} | {extra} |")
+        behind = ", ".join(f"{run[7]:,} in {run[6]:.1f} s" if run[7] else f"0 in {run[6]:.1f} s"
+                           for run in groups[(scenario, on_label)])
+        print(f"| {scenario} | {int(on):,} | {int(off):,} | {1 - on / off:.1%} | {each} | {cpu} | {extra} | {behind} |")
 EOF
