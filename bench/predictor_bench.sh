@@ -24,6 +24,8 @@
 # Environment: LIGHTOPS (default target/release/lightops), LOADGEN (target/release/lightops-loadgen),
 # MODEL_ARTIFACT (skip training, serve this artifact), KEEP_WORKDIR=1 (keep logs and artifacts).
 set -euo pipefail
+# A failure inside $(...) (a die in settle, say) stops the script too.
+shopt -s inherit_errexit
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIGHTOPS=${LIGHTOPS:-$ROOT/target/release/lightops}
@@ -35,7 +37,7 @@ ROUNDS=3
 SCENARIOS=http,unary,stream1,stream100
 RUN_LIGHTOPS=1
 RUN_FLASK=1
-CLIENT=h2
+CLIENT=${LOADGEN_CLIENT:-h2}
 
 usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -55,6 +57,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 die() { echo "predictor_bench: $*" >&2; exit 1; }
+[[ $CLIENT == h2 || $CLIENT == tonic ]] || die "--client must be h2 or tonic, not $CLIENT"
 log() { echo "predictor_bench: $*" >&2; }
 
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is not installed ($2)"; }
@@ -135,59 +138,89 @@ cpu_cores() { # cpu_cores START_MARK END_MARK [AFTER_MARK]: average cores used f
     $1 $2 $after "$CLK_TCK"
 }
 
-log_state() { # log_state BASE_URL: "<queue depth> <spill backlog> <records spilled>" (empty: no log)
-  { curl -sf "$1/metrics" || true; } | awk '
+# Servers whose prediction log is on (base URL -> 1): only their runs wait for the log.
+declare -A LOGGED
+
+log_state() { # log_state BASE_URL: "<queue depth> <spill backlog> <spilled> <queued> <sent> <dropped>"
+  # of the server's prediction log (empty if /metrics did not answer)
+  { curl -sf --max-time 2 "$1/metrics" || true; } | awk '
     /^lightops_predictor_log_queue_depth / { queue = $2 }
     /^lightops_predictor_log_spill_backlog / { backlog = $2 }
     /^lightops_predictor_log_records_total\{state="spilled"\} / { spilled = $2 }
-    END { if (queue != "") print queue, backlog, spilled }'
+    /^lightops_predictor_log_records_total\{state="queued"\} / { queued = $2 }
+    /^lightops_predictor_log_records_total\{state="sent"\} / { sent = $2 }
+    /^lightops_predictor_log_records_total\{state="dropped"\} / { dropped = $2 }
+    END { if (queue != "" && dropped != "") print queue, backlog, spilled, queued, sent, dropped }'
 }
 
 # After a run, the log may still hold records: at the highest rates the load leaves its
 # background task too little of the machine, its queue fills and records spill to disk, to be
 # written once it catches up. That work belongs to the run that caused it, not to the next run
 # (which it would slow): settle waits for it, the run's CPU includes it, and the table reports it.
-settle() { # settle BASE_URL SPILLED_BEFORE: waits (at most 600 s) until the log holds nothing;
+settle() { # settle BASE_URL SPILLED_BEFORE: waits (at most 600 s) until the log is at rest;
   # prints "<seconds waited> <records spilled since SPILLED_BEFORE>"
-  local base=$1 before=${2:-0} t0 state queue backlog spilled
+  local base=$1 before=${2:-0} t0 until state queue backlog spilled queued sent dropped
+  [[ -n ${LOGGED[$base]:-} ]] || { echo "0 0"; return 0; }
   t0=$(date +%s.%N)
-  for _ in $(seq 6000); do
+  until=$((SECONDS + 600))
+  while ((SECONDS < until)); do
     state=$(log_state "$base")
-    [[ -n $state ]] || { echo "0 0"; return 0; }
-    read -r queue backlog spilled <<<"$state"
-    if [[ $queue == 0 && $backlog == 0 ]]; then
-      python3 -c 'import sys, time; print(f"{time.time() - float(sys.argv[1]):.1f} {int(float(sys.argv[2]) - float(sys.argv[3]))}")' \
-        "$t0" "$spilled" "$before"
-      return 0
+    if [[ -n $state ]]; then
+      read -r queue backlog spilled queued sent dropped <<<"$state"
+      # At rest: nothing in memory or in the spill, and every record queued was sent (or
+      # dropped). The servers start with an empty spill, so nothing is recovered from one.
+      if [[ $queue == 0 && $backlog == 0 && $queued == $((sent + dropped)) ]]; then
+        echo "$(awk -v from="$t0" -v to="$(date +%s.%N)" 'BEGIN { printf "%.1f", to - from }') $((spilled - before))"
+        return 0
+      fi
     fi
     sleep 0.1
   done
-  die "the prediction log of $base did not catch up within 600 s ($state)"
+  die "the prediction log of $base did not come to rest within 600 s (${state:-no /metrics})"
 }
 
 spilled_so_far() { # spilled_so_far BASE_URL: records the log has spilled since it started (0: no log)
   local state
+  [[ -n ${LOGGED[$1]:-} ]] || { echo 0; return 0; }
   state=$(log_state "$1")
-  if [[ -n $state ]]; then echo "${state##* }"; else echo 0; fi
+  [[ -n $state ]] || die "no prediction-log figures on $1/metrics"
+  read -r _ _ state _ <<<"$state"
+  echo "$state"
+}
+
+# One run's measurement: begin_run before the load, end_run after it. end_run prints "<cores>
+# <seconds the log took to come to rest> <records it spilled>", cores being "-" when there is no
+# server PID to measure.
+begin_run() { # begin_run BASE_URL [PID]
+  RUN_SPILLED=$(spilled_so_far "$1")
+  RUN_START=$(cpu_mark "${2:-}")
+}
+end_run() { # end_run BASE_URL [PID]
+  local end drain after waited spilled cores
+  end=$(cpu_mark "${2:-}")
+  drain=$(settle "$1" "$RUN_SPILLED")
+  after=$(cpu_mark "${2:-}")
+  read -r waited spilled <<<"$drain"
+  cores=$(cpu_cores "$RUN_START" "$end" "$after")
+  echo "${cores:--} ${waited:-0} ${spilled:-0}"
 }
 
 run_wrk() { # run_wrk SCENARIO SERVER BASE_URL [SERVER_PID]
-  local scenario=$1 server=$2 base=$3 url=$3/predict pid=${4:-} out start end after spilled drain
+  local scenario=$1 server=$2 base=$3 url=$3/predict pid=${4:-} out measured
   out=$WORK/wrk-$(echo "$scenario-$server" | tr -c 'a-zA-Z0-9' '_').txt
   if [[ ! $WARMUP =~ ^0+(s|ms)?$ ]]; then
     log "$scenario: wrk warm-up ($WARMUP)"
     wrk -t2 -c"$CONNECTIONS" -d"$WARMUP" -s "$ROOT/bench/reference/predict.lua" "$url" >/dev/null
   fi
   log "$scenario: wrk -t2 -c$CONNECTIONS -d$DURATION"
-  spilled=$(spilled_so_far "$base")
-  start=$(cpu_mark "$pid")
+  begin_run "$base" "$pid"
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$ROOT/bench/reference/predict.lua" "$url" >"$out"
-  end=$(cpu_mark "$pid")
-  drain=$(settle "$base" "$spilled")
-  after=$(cpu_mark "$pid")
-  python3 - "$scenario" "$server" "$out" "$(cpu_cores "$start" "$end" "$after")" $drain >>"$RESULTS" <<'EOF'
+  measured=$(end_run "$base" "$pid")
+  # shellcheck disable=SC2086 # three words
+  python3 - "$scenario" "$server" "$out" $measured >>"$RESULTS" <<'EOF'
 import re, sys
 scenario, server, path, cores, drain, spilled = sys.argv[1:]
+cores = "" if cores == "-" else cores
 text = open(path).read()
 def ms(value):
     number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
@@ -204,21 +237,20 @@ EOF
 }
 
 run_loadgen() { # run_loadgen SCENARIO SERVER BASE_URL SERVER_PID LOADGEN_ARGS...
-  local scenario=$1 server=$2 url=$3 pid=$4 out start end after spilled drain
+  local scenario=$1 server=$2 url=$3 pid=$4 out measured
   shift 4
   out=$WORK/loadgen-$(echo "$scenario-$server" | tr -c 'a-zA-Z0-9' '_').json
   log "$scenario: lightops-loadgen $*"
   # The CPU is averaged over the warm-up too: the load is the same throughout.
-  spilled=$(spilled_so_far "$url")
-  start=$(cpu_mark "$pid")
+  begin_run "$url" "$pid"
   "$LOADGEN" --url "$url" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --json "$@" \
     >"$out" 2>>"$WORK/loadgen.log"
-  end=$(cpu_mark "$pid")
-  drain=$(settle "$url" "$spilled")
-  after=$(cpu_mark "$pid")
-  python3 - "$scenario" "$server" "$out" "$(cpu_cores "$start" "$end" "$after")" $drain >>"$RESULTS" <<'EOF'
+  measured=$(end_run "$url" "$pid")
+  # shellcheck disable=SC2086 # three words
+  python3 - "$scenario" "$server" "$out" $measured >>"$RESULTS" <<'EOF'
 import json, sys
 scenario, server, path, cores, drain, spilled = sys.argv[1:]
+cores = "" if cores == "-" else cores
 report = json.load(open(path))
 if report["mode"] == "stream":
     throughput, unit = report["predictions_per_s"], "predictions/s"
@@ -261,6 +293,7 @@ start_lightops() { # start_lightops LABEL SINK_FLAGS...: sets BASE_<LABEL> and P
 
 if [[ $RUN_LIGHTOPS == 1 ]]; then
   start_lightops local --log-dir "$WORK/predictions"
+  LOGGED[$BASE_local]=1
   start_lightops none --log-sink none
   LIGHTOPS_PROBE=$(probe "$BASE_local")
   run_scenario() { # run_scenario SCENARIO LABEL: one run of SCENARIO on server LABEL
@@ -371,7 +404,6 @@ if costs:
         cpu_on, cpu_off = median_cpu(groups[(scenario, on_label)]), median_cpu(groups[(scenario, off_label)])
         cpu = f"{cpu_on:,.0f} / {cpu_off:,.0f} ns" if cpu_on and cpu_off else ""
         extra = f"{cpu_on - cpu_off:+,.0f} ns" if cpu_on and cpu_off else ""
-        behind = ", ".join(f"{run[7]:,} in {run[6]:.1f} s" if run[7] else f"0 in {run[6]:.1f} s"
-                           for run in groups[(scenario, on_label)])
+        behind = ", ".join(f"{run[7]:,} in {run[6]:.1f} s" for run in groups[(scenario, on_label)])
         print(f"| {scenario} | {int(on):,} | {int(off):,} | {1 - on / off:.1%} | {each} | {cpu} | {extra} | {behind} |")
 EOF

@@ -11,13 +11,17 @@
 //! tonic` keeps the full client for comparison.
 
 use std::future::poll_fn;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use prost::Message;
 use tokio::net::TcpStream;
+
+/// How long connecting (TCP and the HTTP/2 handshake) may take, as for the tonic client.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One HTTP/2 connection; clones share it (each clone can have its own call in flight).
 #[derive(Clone)]
@@ -33,6 +37,9 @@ pub enum CallError {
     /// The connection or the stream failed.
     #[error("http/2: {0}")]
     H2(#[from] h2::Error),
+    /// The request could not be built.
+    #[error("bad request: {0}")]
+    Request(String),
     /// The server answered with a status other than 200 or a `grpc-status` other than 0.
     #[error("{0}")]
     Refused(String),
@@ -51,10 +58,14 @@ impl Connection {
         if authority.is_empty() || authority.contains('/') {
             bail!("the h2 client needs http://host:port with no path, got {url:?}");
         }
-        let tcp = TcpStream::connect(authority).await.with_context(|| format!("cannot connect to {url}"))?;
-        tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
-        let (sender, connection) =
-            h2::client::handshake(tcp).await.with_context(|| format!("HTTP/2 handshake with {url}"))?;
+        let connecting = async {
+            let tcp = TcpStream::connect(authority).await.with_context(|| format!("cannot connect to {url}"))?;
+            tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
+            h2::client::handshake(tcp).await.with_context(|| format!("HTTP/2 handshake with {url}"))
+        };
+        let (sender, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .with_context(|| format!("connecting to {url} timed out"))??;
         // The connection task ends when every sender is dropped or the peer goes away.
         tokio::spawn(async move {
             let _ = connection.await;
@@ -62,21 +73,31 @@ impl Connection {
         Ok(Self { sender, base: format!("http://{authority}") })
     }
 
-    /// Calls `path` (`/package.Service/Method`) with `request` and decodes the answer.
-    pub async fn unary<Q: Message, A: Message + Default>(&mut self, path: &str, request: &Q) -> Result<A, CallError> {
+    /// Opens a new connection to the same server in place of this one (after it was lost).
+    pub async fn reconnect(&mut self) -> anyhow::Result<()> {
+        *self = Self::connect(&self.base).await?;
+        Ok(())
+    }
+
+    /// The URI of a method, `path` being `/package.Service/Method`: made once, used per call.
+    pub fn method(&self, path: &str) -> anyhow::Result<Uri> {
+        format!("{}{path}", self.base).parse().with_context(|| format!("invalid method path {path:?}"))
+    }
+
+    /// Calls `method` (from [`Connection::method`]) with `request` and decodes the answer.
+    pub async fn unary<Q: Message, A: Message + Default>(&mut self, method: &Uri, request: &Q) -> Result<A, CallError> {
+        let length = u32::try_from(request.encoded_len()).map_err(|_| CallError::Request("too long".into()))?;
         let mut frame = BytesMut::with_capacity(5 + request.encoded_len());
         frame.put_u8(0);
-        frame.put_u32(
-            u32::try_from(request.encoded_len()).map_err(|_| CallError::Malformed("request too long".into()))?,
-        );
-        request.encode(&mut frame).map_err(|e| CallError::Malformed(e.to_string()))?;
+        frame.put_u32(length);
+        request.encode(&mut frame).map_err(|e| CallError::Request(e.to_string()))?;
         let head = Request::builder()
             .method(Method::POST)
-            .uri(format!("{}{path}", self.base))
+            .uri(method.clone())
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .body(())
-            .map_err(|e| CallError::Malformed(e.to_string()))?;
+            .map_err(|e| CallError::Request(e.to_string()))?;
         poll_fn(|cx| self.sender.poll_ready(cx)).await?;
         let (answer, mut send) = self.sender.send_request(head, false)?;
         send.send_data(frame.freeze(), true)?;
@@ -105,6 +126,14 @@ impl Connection {
             None => return Err(CallError::Malformed("no trailers".into())),
         }
         decode_one(message.freeze())
+    }
+}
+
+impl CallError {
+    /// Whether the connection is gone (broken, or closed by the server with GOAWAY): every later
+    /// call on it fails at once, so the caller should connect again.
+    pub fn connection_lost(&self) -> bool {
+        matches!(self, CallError::H2(error) if error.is_io() || error.is_go_away())
     }
 }
 

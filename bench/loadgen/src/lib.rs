@@ -287,9 +287,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             }
             let clock = start_clock(options);
             for (index, connection) in connections.into_iter().enumerate() {
+                let predict = connection.method("/lightops.predictor.v1.Predictor/Predict")?;
                 for slot in 0..options.concurrency_per_connection {
                     let worker = index * options.concurrency_per_connection + slot;
-                    workers.spawn(h2_unary_worker(connection.clone(), worker, rides.clone(), clock));
+                    let caller = UnaryCaller::H2 { connection: connection.clone(), predict: predict.clone() };
+                    workers.spawn(unary_worker(caller, worker, rides.clone(), clock));
                 }
             }
             clock
@@ -301,8 +303,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                 if options.mode == Mode::Unary {
                     for slot in 0..options.concurrency_per_connection {
                         let worker = connection * options.concurrency_per_connection + slot;
-                        let client = PredictorClient::new(channel.clone());
-                        workers.spawn(unary_worker(client, worker, rides.clone(), clock));
+                        let caller = UnaryCaller::Tonic(PredictorClient::new(channel.clone()));
+                        workers.spawn(unary_worker(caller, worker, rides.clone(), clock));
                     }
                 } else {
                     let client = PredictorClient::new(channel);
@@ -378,45 +380,71 @@ async fn connect_channels(url: &str, connections: usize) -> anyhow::Result<Vec<C
     Ok(channels)
 }
 
-async fn unary_worker(
-    mut client: PredictorClient<Channel>,
-    worker: usize,
-    rides: Arc<RideSet>,
-    clock: Clock,
-) -> anyhow::Result<Tally> {
-    let mut tally = Tally::new()?;
-    let mut n = 0u64;
-    while clock.running() {
-        let request = PredictRequest { ride: Some(rides.ride(worker, n)) };
-        n += 1;
-        let started = Instant::now();
-        match tokio::time::timeout_at(clock.give_up(), client.predict(request.clone())).await {
-            Ok(Ok(response)) if answers(&request, response.get_ref()) => tally.record(&clock, started, 1),
-            Ok(Ok(_) | Err(_)) => tally.error(&clock),
-            Err(_) => break,
-        }
-    }
-    Ok(tally)
+/// Makes unary `Predict` calls through one of the two clients.
+enum UnaryCaller {
+    H2 { connection: h2grpc::Connection, predict: http::Uri },
+    Tonic(PredictorClient<Channel>),
 }
 
-/// The unary worker on [`h2grpc`]: the same calls and checks as [`unary_worker`].
-async fn h2_unary_worker(
-    mut connection: h2grpc::Connection,
+/// Why a call gave no answer.
+enum CallFailed {
+    /// The server refused it, or the stream broke.
+    Call,
+    /// The connection is gone: every later call on it would fail at once.
+    ConnectionLost,
+}
+
+impl UnaryCaller {
+    async fn predict(&mut self, request: &PredictRequest) -> Result<PredictResponse, CallFailed> {
+        match self {
+            UnaryCaller::H2 { connection, predict } => connection
+                .unary(predict, request)
+                .await
+                .map_err(|error| if error.connection_lost() { CallFailed::ConnectionLost } else { CallFailed::Call }),
+            // A tonic channel reconnects by itself; while it cannot, calls fail at once with
+            // UNAVAILABLE.
+            UnaryCaller::Tonic(client) => {
+                client.predict(request.clone()).await.map(tonic::Response::into_inner).map_err(|status| {
+                    if status.code() == tonic::Code::Unavailable {
+                        CallFailed::ConnectionLost
+                    } else {
+                        CallFailed::Call
+                    }
+                })
+            }
+        }
+    }
+
+    /// Connects again after [`CallFailed::ConnectionLost`] (after a pause, so that a server that
+    /// is down does not make the worker spin); a failure shows as the next call's. (A tonic
+    /// channel connects again by itself: only the pause.)
+    async fn reconnect(&mut self) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let UnaryCaller::H2 { connection, .. } = self {
+            let _ = connection.reconnect().await;
+        }
+    }
+}
+
+async fn unary_worker(
+    mut caller: UnaryCaller,
     worker: usize,
     rides: Arc<RideSet>,
     clock: Clock,
 ) -> anyhow::Result<Tally> {
-    const PREDICT: &str = "/lightops.predictor.v1.Predictor/Predict";
     let mut tally = Tally::new()?;
     let mut n = 0u64;
     while clock.running() {
         let request = PredictRequest { ride: Some(rides.ride(worker, n)) };
         n += 1;
         let started = Instant::now();
-        let call = connection.unary::<_, PredictResponse>(PREDICT, &request);
-        match tokio::time::timeout_at(clock.give_up(), call).await {
+        match tokio::time::timeout_at(clock.give_up(), caller.predict(&request)).await {
             Ok(Ok(response)) if answers(&request, &response) => tally.record(&clock, started, 1),
-            Ok(Ok(_) | Err(_)) => tally.error(&clock),
+            Ok(Ok(_) | Err(CallFailed::Call)) => tally.error(&clock),
+            Ok(Err(CallFailed::ConnectionLost)) => {
+                tally.error(&clock);
+                caller.reconnect().await;
+            }
             Err(_) => break,
         }
     }

@@ -165,3 +165,23 @@ async fn http_workers_post_the_workshop_json() {
     assert_eq!(report.connections, 4);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_goes_away_is_counted_not_spun_on() {
+    for client in [Client::H2, Client::Tonic] {
+        let (url, stop) = grpc_server(Doubler::default()).await;
+        // The server shuts down (GOAWAY, then the connections close) in the middle of the
+        // measured interval; the calls after it fail until the run ends on time.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            drop(stop);
+        });
+        let started = std::time::Instant::now();
+        let report = run(&Options { client, ..options(url, Mode::Unary) }).await.expect("unary run");
+        assert!(report.requests > 0, "{client}: {report:?}");
+        assert!(report.errors > 0, "{client}: {report:?}");
+        // About 100 errors per worker-second at most: a lost connection is retried every 10 ms.
+        assert!(report.errors < 4 * 150, "{client}: {report:?}");
+        assert!(started.elapsed() < Duration::from_secs(8), "{client}: took {:?}", started.elapsed());
+    }
+}

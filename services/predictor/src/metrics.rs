@@ -2,7 +2,8 @@
 //! through the OpenTelemetry metrics API when telemetry is exported (OTLP).
 //!
 //! Request counters and histograms are updated on the request path (pre-resolved per API, and
-//! sharded per thread by [`crate::sharded`], so an update is an uncontended atomic add); the model and prediction-log figures are read
+//! sharded per thread by [`crate::sharded`], so an update takes no lock and touches no line that
+//! another core writes); the model and prediction-log figures are read
 //! from their owners at scrape time by a collector (Prometheus) or by observable instruments
 //! (OpenTelemetry).
 //!
