@@ -31,7 +31,7 @@ impl PredictorService {
     fn batch(&self, api: Api, rides: Vec<common::Ride>, within: Within) -> Result<pb::PredictBatchResponse, Error> {
         let started = Instant::now();
         let checked = check_rides(rides, within).map_err(|e| self.predictor.refuse(api, e))?;
-        let model = self.predictor.model().map_err(|e| self.predictor.refuse(api, e))?;
+        let model = self.predictor.serving().map_err(|e| self.predictor.refuse(api, e))?;
         let durations = self.predictor.answer(api, &model, &checked, started);
         let predictions = checked
             .into_iter()
@@ -91,7 +91,7 @@ impl pb::predictor_server::Predictor for PredictorService {
             return Err(self.predictor.refuse(api, Error::invalid("ride", "is missing")).into());
         };
         let checked = check_proto_ride(ride).map_err(|e| self.predictor.refuse(api, e.within("ride")))?;
-        let model = self.predictor.model().map_err(|e| self.predictor.refuse(api, e))?;
+        let model = self.predictor.serving().map_err(|e| self.predictor.refuse(api, e))?;
         let rides = [checked];
         let duration = self.predictor.answer(api, &model, &rides, started)[0];
         let [ride] = rides;

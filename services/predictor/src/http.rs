@@ -61,7 +61,7 @@ async fn predict(State(state): State<HttpState>, headers: HeaderMap, body: Body)
         check_content_type(&headers)?;
         let bytes = read_body(&headers, body, state.max_body_bytes).await?;
         let (ride, given_id) = parse_request(&bytes)?;
-        let model = predictor.model()?;
+        let model = predictor.serving()?;
         let rides = [ride];
         let duration = predictor.answer(Api::Http, &model, &rides, started)[0];
         let answer = Answer {

@@ -30,7 +30,7 @@ use lightops_predlog::{LogConfig, PredictionLog};
 use tokio::net::TcpListener;
 
 pub use error::{Error, Result};
-pub use model::{LoadedModel, ModelSlot, ModelSource};
+pub use model::{LoadedModel, ModelSlot, ModelSource, Serving};
 pub use predict::Predictor;
 
 /// How to run the predictor.

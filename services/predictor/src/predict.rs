@@ -11,7 +11,7 @@ use lightops_predlog::{PredictionLog, RequestFields, RideFeatures, RideFields};
 
 use crate::error::{Error, Result};
 use crate::metrics::{Api, Metrics};
-use crate::model::{LoadedModel, ModelSlot, now_ms};
+use crate::model::{LoadedModel, ModelSlot, Serving, now_ms};
 
 /// Longest ride_id accepted, in bytes.
 pub const MAX_RIDE_ID_BYTES: usize = 256;
@@ -71,9 +71,19 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    /// The model to answer a whole request with.
+    /// The model to answer a whole request with (a reference that outlives the request).
     pub fn model(&self) -> Result<Arc<LoadedModel>> {
-        self.slot.current().ok_or_else(|| Error::NotReady("the predictor is still loading its model".into()))
+        self.slot.current().ok_or_else(Self::not_ready)
+    }
+
+    /// The model to answer one request with, borrowed for that request: the prediction paths'
+    /// way, see [`Serving`].
+    pub fn serving(&self) -> Result<Serving> {
+        self.slot.serving().ok_or_else(Self::not_ready)
+    }
+
+    fn not_ready() -> Error {
+        Error::NotReady("the predictor is still loading its model".into())
     }
 
     /// Scores checked rides with `model`, logs one record per ride and records metrics.
