@@ -2,8 +2,8 @@
 //! through the OpenTelemetry metrics API when telemetry is exported (OTLP).
 //!
 //! Request counters and histograms are updated on the request path (pre-resolved per API, and
-//! sharded per thread by [`crate::sharded`], so an update takes no lock and touches no line that
-//! another core writes); the model and prediction-log figures are read
+//! sharded per thread by [`crate::sharded`], so an update takes no lock and, on the runtime's
+//! worker threads, touches no cache line that another core writes); the model and prediction-log figures are read
 //! from their owners at scrape time by a collector (Prometheus) or by observable instruments
 //! (OpenTelemetry).
 //!
@@ -160,9 +160,7 @@ impl Metrics {
                 otel.duration.record(seconds, &metrics.attributes);
             }
         }
-        for value in predictions {
-            self.values.observe(*value);
-        }
+        self.values.observe_all(predictions);
         if let Some(otel) = &self.otel {
             for value in predictions {
                 otel.values.record(*value, &[]);

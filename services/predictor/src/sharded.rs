@@ -143,8 +143,19 @@ impl ShardedHistogram {
 
     /// Records `value` (NaN goes to `+Inf`, as prometheus_client does).
     pub fn observe(&self, value: f64) {
-        let bucket = self.bounds.iter().position(|bound| value <= *bound).unwrap_or(self.bounds.len());
+        self.observe_in(Shard::current(), value);
+    }
+
+    /// Records every value, looking up the thread's shard once (a batch's predictions).
+    pub fn observe_all(&self, values: &[f64]) {
         let shard = Shard::current();
+        for value in values {
+            self.observe_in(shard, *value);
+        }
+    }
+
+    fn observe_in(&self, shard: Shard, value: f64) {
+        let bucket = self.bounds.iter().position(|bound| value <= *bound).unwrap_or(self.bounds.len());
         let cells = &self.shards[shard.index].0;
         shard.add(&cells.counts[bucket], 1);
         shard.add_f64(&cells.sum, value);
@@ -208,8 +219,9 @@ mod tests {
         let reference_counter = prometheus_client::metrics::counter::Counter::<u64>::default();
         theirs.register("h", "help", reference.clone());
         theirs.register("c", "help", reference_counter.clone());
-        for value in values.iter().filter(|v| !v.is_nan()) {
-            histogram.observe(*value);
+        let finite: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+        histogram.observe_all(&finite);
+        for value in &finite {
             reference.observe(*value);
             counter.inc_by(2);
             reference_counter.inc_by(2);
