@@ -227,12 +227,22 @@ impl Requests {
 /// say, even when its task moves between threads) finds its records in order: its next request
 /// is answered after the previous one was logged, so nothing logged before that one can come
 /// after it here.
-pub(crate) fn encode_merged(queues: &[Requests], writer: &mut LineWriter, out: &mut Encoded) {
-    let mut cursors: Vec<usize> = vec![0; queues.len()];
-    loop {
+///
+/// `cursors` (one per queue, all 0 at first) say where each queue goes on: lines are written until
+/// `out` holds `max_bytes` or more (after a whole request), and a later call with the same
+/// cursors writes the next ones. Returns whether all were written.
+pub(crate) fn encode_merged(
+    queues: &[Requests],
+    cursors: &mut [usize],
+    writer: &mut LineWriter,
+    out: &mut Encoded,
+    max_bytes: usize,
+) -> bool {
+    debug_assert_eq!(queues.len(), cursors.len(), "a cursor per queue");
+    while out.lines.len() < max_bytes {
         // Few queues (one per thread): a scan beats a heap.
         let mut next: Option<(usize, u64)> = None;
-        for (index, (queue, &at)) in queues.iter().zip(&cursors).enumerate() {
+        for (index, (queue, &at)) in queues.iter().zip(cursors.iter()).enumerate() {
             if at < queue.bytes.len() {
                 let answered = queue.answered_at(at);
                 if next.is_none_or(|(_, earliest)| answered < earliest) {
@@ -240,9 +250,10 @@ pub(crate) fn encode_merged(queues: &[Requests], writer: &mut LineWriter, out: &
                 }
             }
         }
-        let Some((index, _)) = next else { return };
+        let Some((index, _)) = next else { return true };
         cursors[index] = queues[index].encode_request(cursors[index], writer, out);
     }
+    queues.iter().zip(cursors.iter()).all(|(queue, &at)| at >= queue.bytes.len())
 }
 
 /// The instant answer times are counted from (the first time it is asked for).
@@ -330,6 +341,46 @@ mod tests {
         queued.encode(&mut LineWriter::default(), &mut out);
         assert_eq!(out.count, 12);
         assert_eq!(String::from_utf8_lossy(&out.lines), String::from_utf8_lossy(&want));
+    }
+
+    #[test]
+    fn a_merge_written_a_chunk_at_a_time_is_the_merge_written_at_once() {
+        let model = Arc::new(ModelId { name: "m".into(), version: "1".into() });
+        let base = Instant::now();
+        // Two threads' queues whose requests interleave in answer time, of 1 to 3 rides.
+        let mut queues = [Requests::default(), Requests::default()];
+        for n in 0..40u64 {
+            let request = RequestFields {
+                model: &model,
+                received_at_ms: n as i64,
+                latency_us: n,
+                answered_at: base + std::time::Duration::from_micros(n),
+            };
+            let ids: Vec<String> = (0..=n % 3).map(|i| format!("r{n}-{i}")).collect();
+            queues[(n % 2) as usize].push_request(&request, ids.iter().map(|id| ride(id, n as i64)));
+        }
+        let mut whole = Encoded::default();
+        let mut cursors = [0, 0];
+        assert!(encode_merged(&queues, &mut cursors, &mut LineWriter::default(), &mut whole, usize::MAX));
+        assert_eq!(whole.count, queues.iter().map(Requests::count).sum::<usize>());
+
+        let (mut pieces, mut count, mut calls) = (Vec::new(), 0, 0);
+        let (mut cursors, mut writer) = ([0, 0], LineWriter::default());
+        loop {
+            let mut chunk = Encoded::default();
+            let done = encode_merged(&queues, &mut cursors, &mut writer, &mut chunk, 600);
+            calls += 1;
+            // A chunk stops at the first whole request past the limit.
+            assert!(chunk.lines.len() < 600 + 3 * 300, "chunk of {} bytes", chunk.lines.len());
+            pieces.extend_from_slice(&chunk.lines);
+            count += chunk.count;
+            if done {
+                break;
+            }
+        }
+        assert!(calls > 5, "written in {calls} chunks");
+        assert_eq!(count, whole.count);
+        assert_eq!(String::from_utf8_lossy(&pieces), String::from_utf8_lossy(&whole.lines));
     }
 
     fn expected_record() -> PredictionRecord {

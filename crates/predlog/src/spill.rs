@@ -186,11 +186,12 @@ impl Spill {
             self.segments.push_back(segment);
             self.writer = Some(file);
         }
-        let buffer = Self::lines(records);
         let (Some(writer), Some(segment)) = (self.writer.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("no spill segment"));
         };
-        if let Err(error) = writer.write_all(&buffer) {
+        // Chunk by chunk: copying them into one buffer first doubled the memory a big spill took.
+        let written = records.iter().try_for_each(|chunk| writer.write_all(&chunk.lines));
+        if let Err(error) = written {
             // Cut back to the last complete line; if that fails too, close the segment so that the
             // torn line is at its end (skipped on reading) and not in the middle of later records.
             let repaired = writer.set_len(segment.len).and_then(|()| writer.seek(SeekFrom::Start(segment.len)));
@@ -199,7 +200,7 @@ impl Spill {
             }
             return Err(error);
         }
-        segment.len += buffer.len() as u64;
+        segment.len += records.iter().map(|chunk| chunk.lines.len() as u64).sum::<u64>();
         self.unsynced = true;
         self.stats.backlog.fetch_add(record_count(records) as u64, Relaxed);
         Ok(())
@@ -270,8 +271,16 @@ impl Spill {
                 return Ok(None);
             }
             let base = front.consumed;
-            // Keyed records stay one per chunk (Kinesis entries); unkeyed lines are merged into
-            // one chunk, which the local sink writes at once.
+            if !keyed && memchr::memchr(b'\n', &data).is_some() {
+                let batch = Self::whole_lines(data, max_records, max_bytes);
+                return Ok(Some(SpillBatch {
+                    end: base + batch.lines.len() as u64,
+                    records: vec![batch],
+                    seq: front.seq,
+                }));
+            }
+            // Keyed records, one per chunk (Kinesis entries); unkeyed ones only get here when
+            // `data` holds no whole line (a torn tail, below).
             let mut records: Vec<Encoded> = Vec::new();
             let mut taken = 0;
             let mut bytes = 0;
@@ -342,6 +351,24 @@ impl Spill {
             self.stats.backlog.fetch_sub(1, Relaxed);
             self.cursor_dirty = true;
         }
+    }
+
+    /// The local sink's batch from `data` (the front of a segment): its whole lines, up to
+    /// `max_records` and `max_bytes` (at least the first line), as one chunk made of `data`
+    /// itself. The local sink writes lines as they are, so they need no parsing, and copying
+    /// them line by line (an allocation each) cost the catching up more than the writing.
+    /// `data` must hold a whole line.
+    fn whole_lines(mut data: Vec<u8>, max_records: usize, max_bytes: usize) -> Encoded {
+        let first = memchr::memchr(b'\n', &data).unwrap_or(data.len().saturating_sub(1));
+        let mut end =
+            memchr::memrchr(b'\n', &data[..max_bytes.min(data.len())]).map_or(first, |last| last.max(first)) + 1;
+        let mut count = memchr::memchr_iter(b'\n', &data[..end]).count();
+        if count > max_records {
+            count = max_records.max(1);
+            end = memchr::memchr_iter(b'\n', &data).nth(count - 1).map_or(end, |at| at + 1);
+        }
+        data.truncate(end);
+        Encoded { lines: data, count, key: String::new() }
     }
 
     /// Marks a batch as sent up to `end`; `released` records leave the backlog.
@@ -437,5 +464,27 @@ impl Spill {
             error!(dir = %self.dir.display(), %error, "cannot fsync the spill directory");
         }
         self.writer = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_sinks_batch_is_whole_lines_within_the_limits() {
+        let data = b"a\nbb\nccc\ntorn".to_vec();
+        let batch = |max_records, max_bytes| {
+            let chunk = Spill::whole_lines(data.clone(), max_records, max_bytes);
+            (String::from_utf8(chunk.lines).expect("utf-8"), chunk.count)
+        };
+        assert_eq!(batch(usize::MAX, 100), ("a\nbb\nccc\n".to_owned(), 3), "never the torn tail");
+        assert_eq!(batch(usize::MAX, 5), ("a\nbb\n".to_owned(), 2), "a line ending at the limit is in");
+        assert_eq!(batch(usize::MAX, 4), ("a\n".to_owned(), 1));
+        assert_eq!(batch(usize::MAX, 1), ("a\n".to_owned(), 1), "at least the first line");
+        assert_eq!(batch(2, 100), ("a\nbb\n".to_owned(), 2));
+        assert_eq!(batch(0, 100), ("a\n".to_owned(), 1));
+        let long = Spill::whole_lines(b"long line\nx\n".to_vec(), usize::MAX, 3);
+        assert_eq!((long.lines, long.count), (b"long line\n".to_vec(), 1), "a first line over the limit");
     }
 }

@@ -102,13 +102,20 @@ const RECYCLE_MAX_BYTES: usize = LOCAL_BATCH_BYTES;
 /// The most memory kept per buffer for the requests taken from the queues (a few times what makes
 /// an early write, so that a busy server keeps it, but not what a backlog grew it to).
 const RECYCLE_MAX_REQUEST_BYTES: usize = 4 * EARLY_WRITE_BYTES;
+/// The lines serialized at a time from the requests taken from the queues (see
+/// [`Buffers::drain_queues`]): a few early writes' worth, so that the usual drain is one chunk.
+const DRAIN_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 impl Buffers {
     /// Takes everything from the inbox (Kinesis) or the threads' queues (local sink): into
     /// `pending`, or the spill when it is not empty, when memory holds `capacity` records, or when
     /// `spill_all` (shutdown past its deadline).
     fn drain(&mut self, spill_all: bool) {
-        let mut taken = if self.keyed { self.take_inbox() } else { self.take_queues() };
+        if !self.keyed {
+            self.drain_queues(spill_all);
+            return;
+        }
+        let mut taken = self.take_inbox();
         if taken.is_empty() {
             return;
         }
@@ -132,15 +139,55 @@ impl Buffers {
             encoded.push(record);
         }
         self.spare = taken;
+        self.store(encoded, spill_all);
+    }
+
+    /// Puts encoded records in `pending`, or the spill when it is not empty or `spill_all`; spills
+    /// everything in memory once it holds `capacity` records.
+    fn store(&mut self, encoded: Vec<Encoded>, spill_all: bool) {
         if spill_all || self.spill.backlog() > 0 {
             self.spill(&encoded);
+            self.recycle(encoded);
             return;
         }
         self.pending.extend(encoded);
-        let in_memory = stats.memory.load(Relaxed);
+        let in_memory = self.shared.stats.memory.load(Relaxed);
         if in_memory >= self.capacity as u64 {
             debug!(records = in_memory, "prediction log queue full; spilling");
             self.spill_pending();
+        }
+    }
+
+    /// Takes the requests of every thread's queue (local sink) and serializes them, merged in the
+    /// order they were answered, a chunk of at most about [`DRAIN_CHUNK_BYTES`] at a time, each
+    /// stored (in `pending` or the spill) before the next is written. Taking millions of records
+    /// at once happens when the log got too little CPU for a while (the predictor's threads kept
+    /// both cores busy): serialized whole into one buffer, they took gigabytes of memory (a 12 s
+    /// 100-ride stream took the predictor to 7.1 GB), and growing it a fifth of the CPU.
+    fn drain_queues(&mut self, spill_all: bool) {
+        let (taken, listed) = self.take_queues();
+        if taken > 0 {
+            let mut cursors = vec![0; self.queues.len()];
+            loop {
+                let lines = self.recycled.pop().unwrap_or_default();
+                let mut chunk = Encoded { lines, count: 0, key: String::new() };
+                let done = encode_merged(&self.queues, &mut cursors, &mut self.writer, &mut chunk, DRAIN_CHUNK_BYTES);
+                if chunk.count > 0 {
+                    self.store(vec![chunk], spill_all);
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+        // One buffer per queue still listed, emptied (a dropped queue's buffer may be any of
+        // them, so only once all are written).
+        self.queues.truncate(listed);
+        for requests in &mut self.queues {
+            requests.clear();
+            if requests.capacity() > RECYCLE_MAX_REQUEST_BYTES {
+                *requests = Requests::default();
+            }
         }
     }
 
@@ -155,9 +202,10 @@ impl Buffers {
         std::mem::replace(&mut inbox.records, std::mem::take(&mut self.spare))
     }
 
-    /// Takes the requests of every thread's queue (local sink) and serializes them, merged in the
-    /// order they were answered, into one chunk of lines; drops the queues of threads that ended.
-    fn take_queues(&mut self) -> Vec<Encoded> {
+    /// Swaps the requests of every thread's queue (local sink) into `queues` (in list order) and
+    /// drops the queues of threads that ended. Returns the records taken and how many queues are
+    /// still listed.
+    fn take_queues(&mut self) -> (u64, usize) {
         let mut taken = 0;
         let listed = {
             let mut slots = self.shared.slots();
@@ -192,22 +240,7 @@ impl Buffers {
             });
             slots.list.len()
         };
-        let mut chunks = Vec::new();
-        if taken > 0 {
-            let lines = self.recycled.pop().unwrap_or_default();
-            let mut chunk = Encoded { lines, count: 0, key: String::new() };
-            encode_merged(&self.queues, &mut self.writer, &mut chunk);
-            chunks.push(chunk);
-        }
-        // One buffer per queue still listed, emptied.
-        self.queues.truncate(listed);
-        for requests in &mut self.queues {
-            requests.clear();
-            if requests.capacity() > RECYCLE_MAX_REQUEST_BYTES {
-                *requests = Requests::default();
-            }
-        }
-        chunks
+        (taken, listed)
     }
 
     /// Appends records (from memory) to the spill.
@@ -230,8 +263,9 @@ impl Buffers {
     }
 
     fn spill_pending(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        self.spill(&Vec::from(pending));
+        let pending = Vec::from(std::mem::take(&mut self.pending));
+        self.spill(&pending);
+        self.recycle(pending);
     }
 
     /// Keeps the largest buffer of a written batch for the next one (see `recycled`).

@@ -183,6 +183,29 @@ async fn a_full_queue_spills_and_every_record_arrives_once_in_order() {
     assert_eq!(ride_ids(&read_segments(&logs).0), expected(0..N), "every record once, in order");
 }
 
+/// On one thread the background task only runs when the test yields: it then takes all the
+/// records at once, as it does after the predictor's threads kept the cores from it for a while.
+/// They are written a chunk at a time (8 MiB of lines), the first ones to memory, then, once the
+/// queue is full, the rest to the spill.
+#[tokio::test(flavor = "current_thread")]
+async fn a_backlog_taken_at_once_goes_to_the_spill_a_chunk_at_a_time_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.queue_capacity = 10_000;
+    let log = PredictionLog::start(config).await.unwrap();
+    // ~240 bytes a line: about 20 MiB, three chunks.
+    const N: u64 = 90_000;
+    for i in 0..N {
+        log.log(record(i));
+    }
+    let counters = log.shutdown(Duration::from_secs(30)).await;
+    eprintln!("counters {counters:?}");
+    assert_eq!((counters.sent, counters.dropped, counters.spill_backlog, counters.corrupt), (N, 0, 0, 0));
+    assert_eq!(counters.spilled, N, "the first chunk was over the capacity: all went through the spill");
+    let logs = dir.path().join("logs");
+    assert_eq!(ride_ids(&read_segments(&logs).0), expected(0..N), "every record once, in order");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_spilled_by_a_previous_run_are_sent_first() {
     let dir = tempfile::tempdir().unwrap();
