@@ -105,7 +105,9 @@ pub struct LogConfig {
     /// The disk buffer for records the sink cannot take right now; records left there by a
     /// previous run are sent first on start. One log per directory.
     pub spill_dir: PathBuf,
-    /// Records held in memory before further records go to the spill: the log's memory bound.
+    /// Records held in memory before further records go to the spill: the bound of the background
+    /// task's buffers. Requests that wait in the callers' queues for the task to take them are not
+    /// counted against it (they are taken, at once, as soon as the task runs).
     /// Default [`LogConfig::default_queue_capacity`]: 65,536 for Kinesis (~20 MiB), where the spill
     /// takes the surplus off a slow network sink early, and 1,048,576 for the local sink (~240 MiB
     /// of JSON lines), which writes everything pending at once and so holds up to what arrives
