@@ -134,10 +134,11 @@ print(repr(float(answer["prediction"]["duration"])))'
 
 CLK_TCK=$(getconf CLK_TCK)
 cpu_mark() { # cpu_mark PID: "<wall seconds> <CPU ticks of PID> <busy CPU ticks of the machine>"
-  # (empty without a PID)
+  # (user, nice, system, irq, softirq: not idle, I/O wait or time stolen by the hypervisor; empty
+  # without a PID)
   [[ -n ${1:-} ]] || return 0
   echo "$(date +%s.%N) $(awk '{print $14 + $15}' "/proc/$1/stat")" \
-    "$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat)"
+    "$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat)"
 }
 cpu_cores() { # cpu_cores START_MARK END_MARK [AFTER_MARK]: average cores used from START to END
   # by the server and by the whole machine (load generator, kernel), counting the CPU used up to
@@ -210,12 +211,13 @@ begin_run() { # begin_run BASE_URL [PID]
   RUN_START=$(cpu_mark "${2:-}")
 }
 end_run() { # end_run BASE_URL [PID]
-  local end drain after waited spilled cores machine
+  local end drain after waited spilled used cores machine
   end=$(cpu_mark "${2:-}")
   drain=$(settle "$1" "$RUN_SPILLED")
   after=$(cpu_mark "${2:-}")
   read -r waited spilled <<<"$drain"
-  read -r cores machine <<<"$(cpu_cores "$RUN_START" "$end" "$after")"
+  used=$(cpu_cores "$RUN_START" "$end" "$after")
+  read -r cores machine <<<"$used"
   echo "${cores:--} ${waited:-0} ${spilled:-0} ${machine:--}"
 }
 

@@ -36,7 +36,9 @@ die() { echo "predictor_overload: $*" >&2; exit 1; }
 for binary in "$LIGHTOPS" "$LOADGEN"; do
   [[ -x $binary ]] || die "$binary not found (cargo build --release -p lightops-cli -p lightops-loadgen)"
 done
-[[ $DURATION =~ ^[0-9]+$ ]] || die "--duration is whole seconds, not $DURATION"
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration is whole seconds, not $DURATION"
+[[ $BATCH =~ ^[1-9][0-9]*$ ]] || die "--batch is a number of rides, not $BATCH"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs is a number of runs, not $RUNS"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/predictor_overload.XXXXXX")
 SERVER=""
@@ -61,14 +63,15 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-log_figures() { # log_figures BASE_URL: "<queued> <sent> <spilled> <queue depth> <spill backlog>"
+log_figures() { # log_figures BASE_URL: "<queued> <sent> <spilled> <dropped> <queue depth> <spill backlog>"
   { curl -sf --max-time 2 "$1/metrics" || true; } | awk '
     /^lightops_predictor_log_records_total\{state="queued"\} / { queued = $2 }
     /^lightops_predictor_log_records_total\{state="sent"\} / { sent = $2 }
     /^lightops_predictor_log_records_total\{state="spilled"\} / { spilled = $2 }
+    /^lightops_predictor_log_records_total\{state="dropped"\} / { dropped = $2 }
     /^lightops_predictor_log_queue_depth / { depth = $2 }
     /^lightops_predictor_log_spill_backlog / { backlog = $2 }
-    END { if (backlog != "") print queued, sent, spilled, depth, backlog }'
+    END { if (backlog != "") print queued, sent, spilled, dropped, depth, backlog }'
 }
 
 echo "| run | predictions/s | peak resident memory | spilled of queued | at rest after the load | server CPU per prediction |"
@@ -102,8 +105,10 @@ for run in $(seq "$RUNS"); do
   t0=$(date +%s.%N)
   deadline=$((SECONDS + 600))
   while :; do
-    read -r queued sent spilled depth backlog <<<"$(log_figures "$base")"
-    [[ ${depth:-x} == 0 && ${backlog:-x} == 0 && ${queued:-x} == "${sent:-y}" ]] && break
+    figures=$(log_figures "$base")
+    read -r queued sent spilled dropped depth backlog <<<"$figures"
+    # At rest: nothing in memory or in the spill, every record queued sent (or dropped).
+    [[ ${depth:-x} == 0 && ${backlog:-x} == 0 && -n $queued && $queued == $((sent + dropped)) ]] && break
     ((SECONDS < deadline)) || die "the log did not come to rest within 600 s"
     sleep 0.1
   done
@@ -112,7 +117,10 @@ for run in $(seq "$RUNS"); do
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
   kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
   SERVER=""; SAMPLER=""
-  python3 - "$run" "$WORK/load.json" "$(cat "$WORK/peak")" "$spilled" "$queued" "$t0" "$t1" "$cpu0" "$cpu1" \
+  [[ -s $WORK/peak ]] || die "no resident memory was sampled"
+  peak=$(cat "$WORK/peak")
+  rm -f "$WORK/peak"
+  python3 - "$run" "$WORK/load.json" "$peak" "$spilled" "$queued" "$t0" "$t1" "$cpu0" "$cpu1" \
     "$(getconf CLK_TCK)" "$DURATION" <<'PY'
 import json, sys
 run, path, peak_kib, spilled, queued, t0, t1, cpu0, cpu1, tck, duration = sys.argv[1:]

@@ -105,9 +105,11 @@ pub struct LogConfig {
     /// The disk buffer for records the sink cannot take right now; records left there by a
     /// previous run are sent first on start. One log per directory.
     pub spill_dir: PathBuf,
-    /// Records held in memory before further records go to the spill: the bound of the background
-    /// task's buffers. Requests that wait in the callers' queues for the task to take them are not
-    /// counted against it (they are taken, at once, as soon as the task runs).
+    /// Records held in memory before further records go to the spill: the bound of the serialized
+    /// lines the background task holds (plus one chunk of 8 MiB being stored). Not bounded by it:
+    /// requests waiting in the callers' queues for the task, and those it took at once and has not
+    /// serialized yet (their compact form, ~70 bytes a ride), which grow when the task gets too
+    /// little CPU to keep up.
     /// Default [`LogConfig::default_queue_capacity`]: 65,536 for Kinesis (~20 MiB), where the spill
     /// takes the surplus off a slow network sink early, and 1,048,576 for the local sink (~240 MiB
     /// of JSON lines), which writes everything pending at once and so holds up to what arrives

@@ -233,8 +233,9 @@ impl Spill {
         Ok(())
     }
 
-    /// Reads up to `max_records` / `max_bytes` ([`Encoded::size`]) records from the front; corrupt
-    /// lines met first are skipped and counted. `None` when the spill is empty.
+    /// Reads up to `max_records` / `max_bytes` ([`Encoded::size`]; for unkeyed records, the lines
+    /// with their newlines) records from the front; corrupt keyed lines met first are skipped and
+    /// counted. `None` when the spill is empty.
     pub fn read_batch(&mut self, max_records: usize, max_bytes: usize, keyed: bool) -> io::Result<Option<SpillBatch>> {
         let max_record = if keyed { KINESIS_MAX_RECORD_BYTES } else { usize::MAX };
         loop {

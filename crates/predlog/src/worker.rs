@@ -104,7 +104,9 @@ const RECYCLE_MAX_BYTES: usize = LOCAL_BATCH_BYTES;
 const RECYCLE_MAX_REQUEST_BYTES: usize = 4 * EARLY_WRITE_BYTES;
 /// The lines serialized at a time from the requests taken from the queues (see
 /// [`Buffers::drain_queues`]): a few early writes' worth, so that the usual drain is one chunk.
-const DRAIN_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+/// A chunk ends after the request that reaches it: 1 MiB under a power of two, so that a chunk
+/// buffer grows to 8 MiB and no further.
+const DRAIN_CHUNK_BYTES: usize = 7 * 1024 * 1024;
 
 impl Buffers {
     /// Takes everything from the inbox (Kinesis) or the threads' queues (local sink): into
@@ -159,7 +161,7 @@ impl Buffers {
     }
 
     /// Takes the requests of every thread's queue (local sink) and serializes them, merged in the
-    /// order they were answered, a chunk of at most about [`DRAIN_CHUNK_BYTES`] at a time, each
+    /// order they were answered, a chunk of about [`DRAIN_CHUNK_BYTES`] at a time, each
     /// stored (in `pending` or the spill) before the next is written. Taking millions of records
     /// at once happens when the log got too little CPU for a while (the predictor's threads kept
     /// both cores busy): serialized whole into one buffer, they took gigabytes of memory (a 12 s
