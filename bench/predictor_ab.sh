@@ -53,16 +53,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ -n ${MODEL_ARTIFACT:-} ]]; then
-  ARTIFACT=$MODEL_ARTIFACT
-else
-  echo "predictor_ab: training the sample model" >&2
-  ARTIFACT=$("$NEW" train --train "$ROOT/samples/green_sample_2022-01.parquet" \
-    --val "$ROOT/samples/green_sample_2022-02.parquet" --out "$WORK/model" --json \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["artifact"])')
-fi
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_port, wait_ready, sample_model
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+[[ -n ${MODEL_ARTIFACT:-} ]] || echo "predictor_ab: training the sample model" >&2
+ARTIFACT=$(sample_model "$NEW")
 
 declare -A PORT PID
 start() { # start LABEL BINARY LOG_FLAGS...
@@ -74,11 +69,7 @@ start() { # start LABEL BINARY LOG_FLAGS...
   PID[$label]=$!
   PIDS+=("$!")
   PORT[$label]=$port
-  for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$port/readyz" > /dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  die "$label did not become ready: $(tail -5 "$WORK/server-$label.log")"
+  wait_ready "http://127.0.0.1:$port/readyz" "${PID[$label]}" "$label" "$WORK/server-$label.log"
 }
 start base "$BASE" --log-dir "$WORK/log-base"
 start new "$NEW" --log-dir "$WORK/log-new"

@@ -102,19 +102,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_ready() { # wait_ready URL PID NAME: poll URL until it answers, for at most 30 s
-  local url=$1 pid=$2 name=$3
-  for _ in $(seq 300); do
-    curl -sf -o /dev/null "$url" && return 0
-    kill -0 "$pid" 2>/dev/null || die "$name exited before it was ready (see $WORK/$name.log)"
-    sleep 0.1
-  done
-  die "$name was not ready after 30 s (see $WORK/$name.log)"
-}
+# free_port, wait_ready, sample_model, log_state
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # Results, one tab-separated line each: scenario, server, throughput, unit, p50 ms, p99 ms, errors,
 # server CPU (cores in use on average during the run; empty when not measured), seconds the log
@@ -155,18 +145,6 @@ print(f"{(c2 - c0) / ticks:.3f} {(m2 - m0) / ticks:.3f}")' $1 $2 $after "$CLK_TC
 
 # Servers whose prediction log is on (base URL -> 1): only their runs wait for the log.
 declare -A LOGGED
-
-log_state() { # log_state BASE_URL: "<queue depth> <spill backlog> <spilled> <queued> <sent> <dropped>"
-  # of the server's prediction log (empty if /metrics did not answer)
-  { curl -sf --max-time 2 "$1/metrics" || true; } | awk '
-    /^lightops_predictor_log_queue_depth / { queue = $2 }
-    /^lightops_predictor_log_spill_backlog / { backlog = $2 }
-    /^lightops_predictor_log_records_total\{state="spilled"\} / { spilled = $2 }
-    /^lightops_predictor_log_records_total\{state="queued"\} / { queued = $2 }
-    /^lightops_predictor_log_records_total\{state="sent"\} / { sent = $2 }
-    /^lightops_predictor_log_records_total\{state="dropped"\} / { dropped = $2 }
-    END { if (queue != "" && dropped != "") print queue, backlog, spilled, queued, sent, dropped }'
-}
 
 # After a run, the log may still hold records: at the highest rates the load leaves its
 # background task too little of the machine, its queue fills and records spill to disk, to be
@@ -278,14 +256,8 @@ EOF
 }
 
 # --- the model ------------------------------------------------------------------------------
-if [[ -n ${MODEL_ARTIFACT:-} ]]; then
-  ARTIFACT=$MODEL_ARTIFACT
-else
-  log "training the sample model"
-  ARTIFACT=$("$LIGHTOPS" train --train "$ROOT/samples/green_sample_2022-01.parquet" \
-    --val "$ROOT/samples/green_sample_2022-02.parquet" --out "$WORK/model" --json \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["artifact"])')
-fi
+[[ -n ${MODEL_ARTIFACT:-} ]] || log "training the sample model"
+ARTIFACT=$(sample_model "$LIGHTOPS")
 [[ -f $ARTIFACT ]] || die "no model artifact at $ARTIFACT"
 log "model: $ARTIFACT"
 
@@ -302,7 +274,7 @@ start_lightops() { # start_lightops LABEL SINK_FLAGS...: sets BASE_<LABEL> and P
     >"$WORK/lightops-$label.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
-  wait_ready "$base/readyz" "$pid" "lightops-$label"
+  wait_ready "$base/readyz" "$pid" "lightops-$label" "$WORK/lightops-$label.log"
   printf -v "BASE_$label" '%s' "$base"
   printf -v "PID_$label" '%s' "$pid"
 }
@@ -353,7 +325,7 @@ if [[ $RUN_FLASK == 1 ]]; then
     >"$WORK/flask.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
-  wait_ready "$base/healthz" "$pid" flask
+  wait_ready "$base/healthz" "$pid" flask "$WORK/flask.log"
   FLASK_PROBE=$(probe "$base")
   run_wrk "HTTP POST /predict (wrk)" "Flask + gunicorn -w 2 (log: file)" "$base"
   stop "$pid"

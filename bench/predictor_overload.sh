@@ -50,29 +50,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ -n ${MODEL_ARTIFACT:-} ]]; then
-  ARTIFACT=$MODEL_ARTIFACT
-else
-  echo "predictor_overload: training the sample model" >&2
-  ARTIFACT=$("$LIGHTOPS" train --train "$ROOT/samples/green_sample_2022-01.parquet" \
-    --val "$ROOT/samples/green_sample_2022-02.parquet" --out "$WORK/model" --json \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["artifact"])')
-fi
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-log_figures() { # log_figures BASE_URL: "<queued> <sent> <spilled> <dropped> <queue depth> <spill backlog>"
-  { curl -sf --max-time 2 "$1/metrics" || true; } | awk '
-    /^lightops_predictor_log_records_total\{state="queued"\} / { queued = $2 }
-    /^lightops_predictor_log_records_total\{state="sent"\} / { sent = $2 }
-    /^lightops_predictor_log_records_total\{state="spilled"\} / { spilled = $2 }
-    /^lightops_predictor_log_records_total\{state="dropped"\} / { dropped = $2 }
-    /^lightops_predictor_log_queue_depth / { depth = $2 }
-    /^lightops_predictor_log_spill_backlog / { backlog = $2 }
-    END { if (backlog != "") print queued, sent, spilled, dropped, depth, backlog }'
-}
+# free_port, wait_ready, sample_model, log_state
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+[[ -n ${MODEL_ARTIFACT:-} ]] || echo "predictor_overload: training the sample model" >&2
+ARTIFACT=$(sample_model "$LIGHTOPS")
 
 echo "| run | predictions/s | peak resident memory | spilled of queued | at rest after the load | server CPU per prediction |"
 echo "|---|---:|---:|---:|---:|---:|"
@@ -83,12 +65,7 @@ for run in $(seq "$RUNS"); do
   LIGHTOPS_HOME=$WORK/home "$LIGHTOPS" serve predictor --listen "127.0.0.1:$port" --model "$ARTIFACT" \
     >"$WORK/server.log" 2>&1 &
   SERVER=$!
-  for _ in $(seq 300); do
-    curl -sf -o /dev/null "$base/readyz" && break
-    kill -0 "$SERVER" 2>/dev/null || die "the predictor exited (see $WORK/server.log)"
-    sleep 0.1
-  done
-  curl -sf -o /dev/null "$base/readyz" || die "the predictor was not ready after 30 s"
+  wait_ready "$base/readyz" "$SERVER" "the predictor" "$WORK/server.log"
   # The peak of VmRSS, sampled every 100 ms.
   (
     peak=0
@@ -105,8 +82,8 @@ for run in $(seq "$RUNS"); do
   t0=$(date +%s.%N)
   deadline=$((SECONDS + 600))
   while :; do
-    figures=$(log_figures "$base")
-    read -r queued sent spilled dropped depth backlog <<<"$figures"
+    figures=$(log_state "$base")
+    read -r depth backlog spilled queued sent dropped <<<"$figures"
     # At rest: nothing in memory or in the spill, every record queued sent (or dropped).
     [[ ${depth:-x} == 0 && ${backlog:-x} == 0 && -n $queued && $queued == $((sent + dropped)) ]] && break
     ((SECONDS < deadline)) || die "the log did not come to rest within 600 s"
