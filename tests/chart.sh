@@ -4,11 +4,12 @@
 #      missing: the only network use; everything after that is offline,
 #   2. `helm lint --strict` with the default values and with ci/full-values.yaml (every option on),
 #   3. renders both and validates every object with `kubernetes-validate --strict` against
-#      Kubernetes 1.29.0 and 1.33.0 (prometheus-operator's ServiceMonitor is a CRD with no schema
-#      there: it is skipped, and said so),
+#      Kubernetes 1.29.0 and 1.33.0 (prometheus-operator's ServiceMonitor and PrometheusRule are
+#      CRDs with no schema there: they are skipped, and said so),
 #   4. checks what the schemas cannot: hardened pods, probes, resources, gRPC service ports,
-#      the expected objects of each render, typos refused by values.schema.json, and the trainer's
-#      Job template against the real parser when a lightops binary is at hand,
+#      the expected objects of each render, typos refused by values.schema.json, the alert
+#      rules' PromQL (promql-parser, PyPI) and the metrics they read, and the trainer's Job
+#      template against the real parser when a lightops binary is at hand,
 #   5. checks that deploy/manifests/lightops.yaml is a fresh default render.
 #
 # Usage: tests/chart.sh            check everything
@@ -22,6 +23,7 @@ started=$SECONDS
 helm_package_version=3.10.1-1
 helm_version=v3.10.1
 validate_version=1.37.0
+promql_parser_version=0.12.0
 kube_versions=(1.29.0 1.33.0)
 chart=charts/lightops
 full_values=$chart/ci/full-values.yaml
@@ -64,6 +66,10 @@ if ! "$validate" --version 2>/dev/null | grep -q "$validate_version"; then
 fi
 echo "kubernetes-validate $("$validate" --version)" >&2
 python="$venv/bin/python"
+# The alert rules' PromQL is parsed by promql-parser (GreptimeTeam's Rust parser, from PyPI).
+if ! "$python" -c "import promql_parser" 2>/dev/null; then
+  "$python" -m pip install --quiet --disable-pip-version-check "promql-parser==$promql_parser_version"
+fi
 
 render() { "$helm" template "$release" "$chart" --namespace "$namespace" "$@"; }
 manifest_header="# Rendered from charts/lightops with the default values; do not edit.
@@ -86,12 +92,13 @@ else cat "$work/lint.log" >&2; fail "helm lint --strict ($full_values)"; fi
 step "render"
 render >"$work/default.yaml" 2>"$work/render.log" && pass "render default values" \
   || { cat "$work/render.log" >&2; fail "render default values"; }
-render -f "$full_values" --api-versions monitoring.coreos.com/v1/ServiceMonitor >"$work/full.yaml" 2>"$work/render.log" \
-  && pass "render $full_values (with the ServiceMonitor API)" \
+render -f "$full_values" --api-versions monitoring.coreos.com/v1/ServiceMonitor \
+  --api-versions monitoring.coreos.com/v1/PrometheusRule >"$work/full.yaml" 2>"$work/render.log" \
+  && pass "render $full_values (with the ServiceMonitor and PrometheusRule APIs)" \
   || { cat "$work/render.log" >&2; fail "render $full_values"; }
 render -f "$full_values" >"$work/full-no-crd.yaml" 2>"$work/render.log" \
-  && pass "render $full_values (without the ServiceMonitor API)" \
-  || { cat "$work/render.log" >&2; fail "render $full_values without the ServiceMonitor API"; }
+  && pass "render $full_values (without the prometheus-operator APIs)" \
+  || { cat "$work/render.log" >&2; fail "render $full_values without the prometheus-operator APIs"; }
 
 step "values.schema.json refuses bad values"
 refuse() {
@@ -108,6 +115,7 @@ refuse "a misspelt key" --set registry.persistance.size=1Gi
 refuse "an unknown executor" --set trainer.executor=k8s
 refuse "an unsupported log sink" --set predictor.logSink=s3://bucket/logs
 refuse "a monitor without a log to read" --set predictor.logSink=none
+refuse "an alert delay Prometheus cannot read" --set metrics.prometheusRule.behindFor="10 min"
 
 step "kubernetes-validate --strict"
 # Splits a render into the objects Kubernetes' own schemas cover and the CRD objects they do not.
@@ -227,11 +235,12 @@ def check(path, expected_kinds, absent_kinds):
 
 common = {"Deployment": 4, "Service": 4, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1}
 default_errors = check(sys.argv[1], {**common, "PersistentVolumeClaim": 1, "ServiceAccount": 4, "ConfigMap": 1},
-                       ["Role", "RoleBinding", "NetworkPolicy", "ServiceMonitor", "CronJob"])
+                       ["Role", "RoleBinding", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "CronJob"])
 full_errors = check(sys.argv[2], {"Deployment": 5, "Service": 5, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1,
                                   "ServiceAccount": 5, "Role": 1, "RoleBinding": 1, "ConfigMap": 3,
-                                  "NetworkPolicy": 5, "ServiceMonitor": 1, "CronJob": 1, "PersistentVolumeClaim": 1}, [])
-no_crd_errors = check(sys.argv[3], {"ServiceMonitor": 0}, [])
+                                  "NetworkPolicy": 5, "ServiceMonitor": 1, "PrometheusRule": 1, "CronJob": 1,
+                                  "PersistentVolumeClaim": 1}, [])
+no_crd_errors = check(sys.argv[3], {"ServiceMonitor": 0, "PrometheusRule": 0}, [])
 for label, errors in (("default render", default_errors), ("full render", full_errors), ("full render without the CRD", no_crd_errors)):
     for e in errors:
         print(f"{label}: {e}")
@@ -242,6 +251,48 @@ if "$python" "$work/invariants.py" "$work/default.yaml" "$work/full.yaml" "$work
 else
   cat "$work/invariants.log" >&2
   fail "invariants of the rendered objects"
+fi
+
+step "alert rules"
+# Every rule of the full render: its PromQL parses, its `for` is a Prometheus duration, it has a
+# severity, and the predictor metrics it reads are ones the predictor registers.
+cat >"$work/rules.py" <<'EOF'
+import re, sys, yaml, promql_parser
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "PrometheusRule"]
+registered = set(re.findall(r'"(\w+)"', open(sys.argv[2]).read()))
+errors, count = [], 0
+for doc in docs:
+    for group in doc["spec"]["groups"]:
+        for rule in group["rules"]:
+            count += 1
+            name = rule.get("alert", rule.get("record"))
+            try:
+                promql_parser.parse(rule["expr"])
+            except ValueError as error:
+                errors.append(f"{name}: expr does not parse: {error}")
+            if "for" in rule:
+                try:
+                    promql_parser.parse_duration(rule["for"])
+                except ValueError as error:
+                    errors.append(f"{name}: for {rule['for']!r}: {error}")
+            if rule.get("labels", {}).get("severity") not in ("critical", "warning"):
+                errors.append(f"{name}: no severity label")
+            for metric in re.findall(r"lightops_predictor_(\w+)", rule["expr"]):
+                base = metric[: -len("_total")] if metric.endswith("_total") else metric
+                if base not in registered:
+                    errors.append(f"{name}: lightops_predictor_{metric} is not a metric the predictor registers")
+if count == 0:
+    errors.append("no alert rules in the full render")
+for error in errors:
+    print(error)
+print(f"{count} rules")
+sys.exit(1 if errors else 0)
+EOF
+if "$python" "$work/rules.py" "$work/full.yaml" services/predictor/src/metrics.rs >"$work/rules.log" 2>&1; then
+  pass "alert rules: $(tail -1 "$work/rules.log"), PromQL parsed, predictor metrics that exist"
+else
+  cat "$work/rules.log" >&2
+  fail "alert rules of the full render"
 fi
 
 step "trainer Job template"
