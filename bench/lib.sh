@@ -6,14 +6,17 @@ free_port() { # free_port: a TCP port free on 127.0.0.1 right now
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-wait_ready() { # wait_ready URL PID NAME [LOG]: poll URL until it answers, for at most 30 s
-  local url=$1 pid=$2 name=$3 log=${4:-}
+wait_ready() { # wait_ready URL PID NAME [LOG]: poll URL until it answers, for at most 30 s; on
+  # failure the end of LOG is shown (the scripts may delete it on exit)
+  local url=$1 pid=$2 name=$3 log=${4:-} tail=""
   for _ in $(seq 300); do
     curl -sf -o /dev/null "$url" && return 0
-    kill -0 "$pid" 2>/dev/null || die "$name exited before it was ready${log:+ (see $log)}"
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  die "$name was not ready after 30 s${log:+ (see $log)}"
+  [[ -n $log && -f $log ]] && tail=$'\n'$(tail -5 "$log")
+  kill -0 "$pid" 2>/dev/null || die "$name exited before it was ready$tail"
+  die "$name was not ready after 30 s$tail"
 }
 
 sample_model() { # sample_model LIGHTOPS: $MODEL_ARTIFACT if set, else trains the sample model with

