@@ -20,11 +20,12 @@ wait_ready() { # wait_ready URL PID NAME [LOG]: poll URL until it answers, for a
 }
 
 sample_model() { # sample_model LIGHTOPS: $MODEL_ARTIFACT if set, else trains the sample model with
-  # LIGHTOPS into $WORK/model; prints the artifact's path
+  # LIGHTOPS into $WORK/model (saying so on stderr); prints the artifact's path
   if [[ -n ${MODEL_ARTIFACT:-} ]]; then
     echo "$MODEL_ARTIFACT"
     return 0
   fi
+  echo "${0##*/}: training the sample model" >&2
   "$1" train --train "$ROOT/samples/green_sample_2022-01.parquet" \
     --val "$ROOT/samples/green_sample_2022-02.parquet" --out "$WORK/model" --json \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["artifact"])'
@@ -40,4 +41,22 @@ log_state() { # log_state BASE_URL: "<queue depth> <spill backlog> <spilled> <qu
     /^lightops_predictor_log_records_total\{state="sent"\} / { sent = $2 }
     /^lightops_predictor_log_records_total\{state="dropped"\} / { dropped = $2 }
     END { if (queue != "" && dropped != "") print queue, backlog, spilled, queued, sent, dropped }'
+}
+
+log_at_rest() { # log_at_rest BASE_URL: waits (at most 600 s) until the server's prediction log is at
+  # rest: nothing in memory or in the spill, and every record queued sent (or dropped; the
+  # servers start with an empty spill, so nothing is recovered from one); prints its log_state
+  local state queue backlog queued sent dropped until=$((SECONDS + 600))
+  while ((SECONDS < until)); do
+    state=$(log_state "$1")
+    if [[ -n $state ]]; then
+      read -r queue backlog _ queued sent dropped <<<"$state"
+      if [[ $queue == 0 && $backlog == 0 && $queued == $((sent + dropped)) ]]; then
+        echo "$state"
+        return 0
+      fi
+    fi
+    sleep 0.1
+  done
+  die "the prediction log of $1 did not come to rest within 600 s (${state:-no /metrics})"
 }

@@ -56,7 +56,6 @@ trap cleanup EXIT
 # free_port, wait_ready, sample_model
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
-[[ -n ${MODEL_ARTIFACT:-} ]] || echo "predictor_ab: training the sample model" >&2
 ARTIFACT=$(sample_model "$NEW")
 
 declare -A PORT PID

@@ -102,7 +102,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# free_port, wait_ready, sample_model, log_state
+# free_port, wait_ready, sample_model, log_state, log_at_rest
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
@@ -152,24 +152,12 @@ declare -A LOGGED
 # (which it would slow): settle waits for it, the run's CPU includes it, and the table reports it.
 settle() { # settle BASE_URL SPILLED_BEFORE: waits (at most 600 s) until the log is at rest;
   # prints "<seconds waited> <records spilled since SPILLED_BEFORE>"
-  local base=$1 before=${2:-0} t0 until state queue backlog spilled queued sent dropped
+  local base=$1 before=${2:-0} t0 state spilled
   [[ -n ${LOGGED[$base]:-} ]] || { echo "0 0"; return 0; }
   t0=$(date +%s.%N)
-  until=$((SECONDS + 600))
-  while ((SECONDS < until)); do
-    state=$(log_state "$base")
-    if [[ -n $state ]]; then
-      read -r queue backlog spilled queued sent dropped <<<"$state"
-      # At rest: nothing in memory or in the spill, and every record queued was sent (or
-      # dropped). The servers start with an empty spill, so nothing is recovered from one.
-      if [[ $queue == 0 && $backlog == 0 && $queued == $((sent + dropped)) ]]; then
-        echo "$(awk -v from="$t0" -v to="$(date +%s.%N)" 'BEGIN { printf "%.1f", to - from }') $((spilled - before))"
-        return 0
-      fi
-    fi
-    sleep 0.1
-  done
-  die "the prediction log of $base did not come to rest within 600 s (${state:-no /metrics})"
+  state=$(log_at_rest "$base")
+  read -r _ _ spilled _ <<<"$state"
+  echo "$(awk -v from="$t0" -v to="$(date +%s.%N)" 'BEGIN { printf "%.1f", to - from }') $((spilled - before))"
 }
 
 spilled_so_far() { # spilled_so_far BASE_URL: records the log has spilled since it started (0: no log)
@@ -256,7 +244,6 @@ EOF
 }
 
 # --- the model ------------------------------------------------------------------------------
-[[ -n ${MODEL_ARTIFACT:-} ]] || log "training the sample model"
 ARTIFACT=$(sample_model "$LIGHTOPS")
 [[ -f $ARTIFACT ]] || die "no model artifact at $ARTIFACT"
 log "model: $ARTIFACT"

@@ -50,10 +50,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# free_port, wait_ready, sample_model, log_state
+# free_port, wait_ready, sample_model, log_at_rest
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
-[[ -n ${MODEL_ARTIFACT:-} ]] || echo "predictor_overload: training the sample model" >&2
 ARTIFACT=$(sample_model "$LIGHTOPS")
 
 echo "| run | predictions/s | peak resident memory | spilled of queued | at rest after the load | server CPU per prediction |"
@@ -80,15 +79,8 @@ for run in $(seq "$RUNS"); do
   "$LOADGEN" --url "$base" --mode stream --batch "$BATCH" --duration "${DURATION}s" --warmup 1s --json \
     >"$WORK/load.json" 2>>"$WORK/loadgen.log"
   t0=$(date +%s.%N)
-  deadline=$((SECONDS + 600))
-  while :; do
-    figures=$(log_state "$base")
-    read -r depth backlog spilled queued sent dropped <<<"$figures"
-    # At rest: nothing in memory or in the spill, every record queued sent (or dropped).
-    [[ ${depth:-x} == 0 && ${backlog:-x} == 0 && -n $queued && $queued == $((sent + dropped)) ]] && break
-    ((SECONDS < deadline)) || die "the log did not come to rest within 600 s"
-    sleep 0.1
-  done
+  figures=$(log_at_rest "$base")
+  read -r _ _ spilled queued _ <<<"$figures"
   t1=$(date +%s.%N)
   cpu1=$(awk '{ print $14 + $15 }' "/proc/$SERVER/stat")
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true

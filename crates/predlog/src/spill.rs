@@ -161,12 +161,15 @@ impl Spill {
         Ok((SpillSegment { seq, name, len: 0, consumed: 0 }, file))
     }
 
-    fn lines(records: &[Encoded]) -> Vec<u8> {
-        let mut buffer = Vec::with_capacity(records.iter().map(|chunk| chunk.lines.len()).sum());
+    /// Writes the chunks' lines one after the other, as they are (copying them into one buffer
+    /// first doubled the memory a big spill took); returns the bytes written.
+    fn write_lines(file: &mut File, records: &[Encoded]) -> io::Result<u64> {
+        let mut written = 0;
         for chunk in records {
-            buffer.extend_from_slice(&chunk.lines);
+            file.write_all(&chunk.lines)?;
+            written += chunk.lines.len() as u64;
         }
-        buffer
+        Ok(written)
     }
 
     /// Appends records after everything spilled.
@@ -189,18 +192,20 @@ impl Spill {
         let (Some(writer), Some(segment)) = (self.writer.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("no spill segment"));
         };
-        // Chunk by chunk: copying them into one buffer first doubled the memory a big spill took.
-        let written = records.iter().try_for_each(|chunk| writer.write_all(&chunk.lines));
-        if let Err(error) = written {
-            // Cut back to the last complete line; if that fails too, close the segment so that the
-            // torn line is at its end (skipped on reading) and not in the middle of later records.
-            let repaired = writer.set_len(segment.len).and_then(|()| writer.seek(SeekFrom::Start(segment.len)));
-            if repaired.is_err() {
-                self.writer = None;
+        let written = match Self::write_lines(writer, records) {
+            Ok(written) => written,
+            Err(error) => {
+                // Cut back to the last complete line; if that fails too, close the segment so that
+                // the torn line is at its end (skipped on reading) and not in the middle of later
+                // records.
+                let repaired = writer.set_len(segment.len).and_then(|()| writer.seek(SeekFrom::Start(segment.len)));
+                if repaired.is_err() {
+                    self.writer = None;
+                }
+                return Err(error);
             }
-            return Err(error);
-        }
-        segment.len += records.iter().map(|chunk| chunk.lines.len() as u64).sum::<u64>();
+        };
+        segment.len += written;
         self.unsynced = true;
         self.stats.backlog.fetch_add(record_count(records) as u64, Relaxed);
         Ok(())
@@ -214,18 +219,20 @@ impl Spill {
         }
         let (mut segment, mut file) = self.new_segment(self.next_front)?;
         self.next_front -= 1;
-        let buffer = Self::lines(records);
         let path = self.dir.join(&segment.name);
         let written = blocking(|| {
-            file.write_all(&buffer)?;
+            let written = Self::write_lines(&mut file, records)?;
             file.sync_data()?;
-            sync_dir(&self.dir)
+            sync_dir(&self.dir)?;
+            Ok::<_, io::Error>(written)
         });
-        if let Err(error) = written {
-            let _ = fs::remove_file(&path);
-            return Err(error);
-        }
-        segment.len = buffer.len() as u64;
+        segment.len = match written {
+            Ok(written) => written,
+            Err(error) => {
+                let _ = fs::remove_file(&path);
+                return Err(error);
+            }
+        };
         self.segments.push_front(segment);
         if !counted {
             self.stats.backlog.fetch_add(record_count(records) as u64, Relaxed);

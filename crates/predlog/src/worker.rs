@@ -165,7 +165,8 @@ impl Buffers {
     /// stored (in `pending` or the spill) before the next is written. Taking millions of records
     /// at once happens when the log got too little CPU for a while (the predictor's threads kept
     /// both cores busy): serialized whole into one buffer, they took gigabytes of memory (a 12 s
-    /// 100-ride stream took the predictor to 7.1 GB), and growing it a fifth of the CPU.
+    /// 100-ride stream took the predictor to 4.2–6.6 GiB, `bench/predictor_overload.sh`), and
+    /// growing it a fifth of the CPU.
     fn drain_queues(&mut self, spill_all: bool) {
         let (taken, listed) = self.take_queues();
         if taken > 0 {
