@@ -19,6 +19,7 @@
 
 mod config;
 pub mod consumer;
+mod format;
 mod log;
 mod queued;
 mod record;

@@ -23,7 +23,7 @@ use crate::sink::Encoded;
 /// - per ride: event_time_ms (i64), PULocationID (i64), DOLocationID (i64), trip_distance (f64),
 ///   prediction (f64), whether event_time_ms was given (u8), the ride id's length (u32) and its
 ///   UTF-8 bytes.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Requests {
     bytes: Vec<u8>,
     /// The models the requests name; a request names the last one again without a new entry.
@@ -34,6 +34,83 @@ pub(crate) struct Requests {
 
 const HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 8;
 const RIDE_BYTES: usize = 5 * 8 + 1 + 4;
+
+/// Bytes of a spill frame's header: the magic `LPRQ`, the format version (u8, 1), the byte order
+/// of the requests' numbers (u8: 1 little-endian, 2 big-endian: they are copied as the process
+/// holds them, so a spill is read back on a machine of the same byte order), two reserved bytes,
+/// the payload's length (u32), its records (u32), its CRC-32 (u32) and four reserved bytes; the
+/// header's own numbers are little-endian. The payload: the number of models (u32 LE), each
+/// model's name and version (u32 LE length and UTF-8 bytes each), then the requests as in
+/// [`Requests`], model indices into that table.
+pub(crate) const FRAME_HEADER_BYTES: usize = 24;
+const FRAME_MAGIC: &[u8; 4] = b"LPRQ";
+const FRAME_VERSION: u8 = 1;
+const BYTE_ORDER: u8 = if cfg!(target_endian = "little") { 1 } else { 2 };
+
+/// A spill frame's header (see [`FRAME_HEADER_BYTES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    pub payload_bytes: u32,
+    pub records: u32,
+    pub checksum: u32,
+}
+
+/// Why a frame cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FrameError {
+    /// Not a frame this version writes (or the bytes are not a frame at all): what follows cannot
+    /// be found.
+    Unknown(&'static str),
+    /// Cut short: the end of a segment a crash tore.
+    Torn,
+    /// A whole frame whose contents are damaged (its records are lost, the next frame is found).
+    Damaged(&'static str),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Unknown(why) | FrameError::Damaged(why) => f.write_str(why),
+            FrameError::Torn => f.write_str("torn frame"),
+        }
+    }
+}
+
+impl FrameHeader {
+    fn to_bytes(self) -> [u8; FRAME_HEADER_BYTES] {
+        let mut bytes = [0; FRAME_HEADER_BYTES];
+        bytes[..4].copy_from_slice(FRAME_MAGIC);
+        bytes[4] = FRAME_VERSION;
+        bytes[5] = BYTE_ORDER;
+        bytes[8..12].copy_from_slice(&self.payload_bytes.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.records.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.checksum.to_le_bytes());
+        bytes
+    }
+
+    /// Reads a header; `Torn` when `bytes` is shorter than one.
+    pub fn parse(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
+        if bytes.len() < FRAME_HEADER_BYTES {
+            return Err(FrameError::Torn);
+        }
+        if &bytes[..4] != FRAME_MAGIC {
+            return Err(FrameError::Unknown("not a spill frame"));
+        }
+        if bytes[4] != FRAME_VERSION {
+            return Err(FrameError::Unknown("unknown spill frame version"));
+        }
+        if bytes[5] != BYTE_ORDER {
+            return Err(FrameError::Unknown("spill frame of another byte order"));
+        }
+        let le = |at: usize| u32::from_le_bytes(array(bytes, at));
+        Ok(FrameHeader { payload_bytes: le(8), records: le(12), checksum: le(16) })
+    }
+
+    /// The frame's whole length, header included.
+    pub fn frame_bytes(&self) -> u64 {
+        FRAME_HEADER_BYTES as u64 + u64::from(self.payload_bytes)
+    }
+}
 
 impl Requests {
     /// Records held.
@@ -172,12 +249,117 @@ impl Requests {
     }
 
     /// Writes every record's JSON line (with its newline) to `out`, in order.
-    #[cfg(test)]
     pub fn encode(&self, writer: &mut LineWriter, out: &mut Encoded) {
         let mut at = 0;
         while at < self.bytes.len() {
             at = self.encode_request(at, writer, out);
         }
+    }
+
+    /// Where the request at `at` ends (the next one starts).
+    fn request_end(&self, at: usize) -> usize {
+        let rides = read_u32(&self.bytes, at + 4);
+        let mut end = at + HEADER_BYTES;
+        for _ in 0..rides {
+            end += RIDE_BYTES + read_u32(&self.bytes, end + 41) as usize;
+        }
+        end
+    }
+
+    /// Appends the request of `from` at `at`, its model renumbered; returns where the next one
+    /// starts in `from`.
+    fn copy_request(&mut self, from: &Requests, at: usize) -> usize {
+        let end = from.request_end(at);
+        let model = self.model_index(&from.models[read_u32(&from.bytes, at) as usize]) as u32;
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&from.bytes[at..end]);
+        self.bytes[start..start + 4].copy_from_slice(&model.to_ne_bytes());
+        self.count += read_u32(&from.bytes, at + 4) as usize;
+        end
+    }
+
+    /// Appends these requests to `out` as one frame of a spill segment (see [`FRAME_HEADER_BYTES`]).
+    pub fn write_frame(&self, out: &mut Vec<u8>) {
+        let header_at = out.len();
+        out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+        let payload_at = out.len();
+        out.extend_from_slice(&(self.models.len() as u32).to_le_bytes());
+        for model in &self.models {
+            for text in [&model.name, &model.version] {
+                out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+        out.extend_from_slice(&self.bytes);
+        let payload = &out[payload_at..];
+        let header = FrameHeader {
+            payload_bytes: payload.len() as u32,
+            records: self.count as u32,
+            checksum: crc32fast::hash(payload),
+        };
+        out[header_at..payload_at].copy_from_slice(&header.to_bytes());
+    }
+
+    /// The requests of a frame's payload (its header already read and checked). Every length and
+    /// index is checked, so that a damaged frame is refused rather than misread.
+    pub fn from_frame(header: &FrameHeader, payload: &[u8]) -> Result<Requests, FrameError> {
+        if payload.len() != header.payload_bytes as usize {
+            return Err(FrameError::Torn);
+        }
+        if crc32fast::hash(payload) != header.checksum {
+            return Err(FrameError::Damaged("checksum mismatch"));
+        }
+        let damaged = FrameError::Damaged;
+        let mut at = 0;
+        let mut take = |len: usize| {
+            let slice = payload.get(at..at + len).ok_or(damaged("truncated model table"))?;
+            at += len;
+            Ok::<_, FrameError>(slice)
+        };
+        let le_u32 = |bytes: &[u8]| u32::from_le_bytes(array(bytes, 0)) as usize;
+        let models = le_u32(take(4)?);
+        let mut requests = Requests::default();
+        for _ in 0..models {
+            let mut text = || {
+                let len = le_u32(take(4)?);
+                String::from_utf8(take(len)?.to_vec()).map_err(|_| damaged("model name not UTF-8"))
+            };
+            let (name, version) = (text()?, text()?);
+            requests.models.push(Arc::new(ModelId { name, version }));
+        }
+        let bytes = &payload[at..];
+        // Walk the requests: every header and ride must lie within the bytes.
+        let mut walk = 0;
+        let mut count = 0usize;
+        while walk < bytes.len() {
+            if walk + HEADER_BYTES > bytes.len() {
+                return Err(damaged("truncated request"));
+            }
+            if read_u32(bytes, walk) as usize >= requests.models.len() {
+                return Err(damaged("model index out of range"));
+            }
+            let rides = read_u32(bytes, walk + 4);
+            if rides == 0 {
+                return Err(damaged("request without rides"));
+            }
+            walk += HEADER_BYTES;
+            for _ in 0..rides {
+                if walk + RIDE_BYTES > bytes.len() {
+                    return Err(damaged("truncated ride"));
+                }
+                walk += RIDE_BYTES + read_u32(bytes, walk + 41) as usize;
+            }
+            if walk > bytes.len() {
+                return Err(damaged("truncated ride id"));
+            }
+            count += rides as usize;
+        }
+        if count != header.records as usize {
+            return Err(damaged("record count mismatch"));
+        }
+        requests.bytes = bytes.to_vec();
+        requests.count = count;
+        Ok(requests)
     }
 
     /// When the request at `at` was answered.
@@ -221,25 +403,31 @@ impl Requests {
     }
 }
 
-/// Writes the lines of the requests of several queues (one per thread) to `out`, in the order
-/// they were answered: each queue is in the order its thread logged them, and the queues are
-/// merged by answer time. A client whose requests follow one another (the messages of a stream,
-/// say, even when its task moves between threads) finds its records in order: its next request
-/// is answered after the previous one was logged, so nothing logged before that one can come
-/// after it here.
+/// Copies the requests of several queues (one per thread) to `out`, in the order they were
+/// answered: each queue is in the order its thread logged them, and the queues are merged by
+/// answer time. A client whose requests follow one another (the messages of a stream, say, even
+/// when its task moves between threads) finds its records in order: its next request is answered
+/// after the previous one was logged, so nothing logged before that one can come after it here.
 ///
-/// `cursors` (one per queue, all 0 at first) say where each queue goes on: lines are written until
-/// `out` holds `max_bytes` or more (after a whole request), and a later call with the same
-/// cursors writes the next ones. Returns whether all were written.
-pub(crate) fn encode_merged(
-    queues: &[Requests],
-    cursors: &mut [usize],
-    writer: &mut LineWriter,
-    out: &mut Encoded,
-    max_bytes: usize,
-) -> bool {
+/// `cursors` (one per queue, all 0 at first) say where each queue goes on: requests are copied
+/// until `out` holds `max_bytes` or more (after a whole request), and a later call with the same
+/// cursors copies the next ones. Returns whether all were copied.
+pub(crate) fn merge(queues: &[Requests], cursors: &mut [usize], out: &mut Requests, max_bytes: usize) -> bool {
     debug_assert_eq!(queues.len(), cursors.len(), "a cursor per queue");
-    while out.lines.len() < max_bytes {
+    // The usual case under a light load: one thread logged, and `out` is empty: one copy.
+    let mut waiting = cursors.iter().enumerate().filter(|&(index, &at)| at < queues[index].bytes.len());
+    if let (Some((index, &0)), None) = (waiting.next(), waiting.next())
+        && out.is_empty()
+        && queues[index].bytes.len() <= max_bytes
+    {
+        let only = &queues[index];
+        out.bytes.extend_from_slice(&only.bytes);
+        out.models.extend(only.models.iter().cloned());
+        out.count = only.count;
+        cursors[index] = only.bytes.len();
+        return true;
+    }
+    while out.bytes.len() < max_bytes {
         // Few queues (one per thread): a scan beats a heap.
         let mut next: Option<(usize, u64)> = None;
         for (index, (queue, &at)) in queues.iter().zip(cursors.iter()).enumerate() {
@@ -251,7 +439,7 @@ pub(crate) fn encode_merged(
             }
         }
         let Some((index, _)) = next else { return true };
-        cursors[index] = queues[index].encode_request(cursors[index], writer, out);
+        cursors[index] = out.copy_request(&queues[index], cursors[index]);
     }
     queues.iter().zip(cursors.iter()).all(|(queue, &at)| at >= queue.bytes.len())
 }
@@ -359,28 +547,105 @@ mod tests {
             let ids: Vec<String> = (0..=n % 3).map(|i| format!("r{n}-{i}")).collect();
             queues[(n % 2) as usize].push_request(&request, ids.iter().map(|id| ride(id, n as i64)));
         }
-        let mut whole = Encoded::default();
+        let mut whole = Requests::default();
         let mut cursors = [0, 0];
-        assert!(encode_merged(&queues, &mut cursors, &mut LineWriter::default(), &mut whole, usize::MAX));
-        assert_eq!(whole.count, queues.iter().map(Requests::count).sum::<usize>());
+        assert!(merge(&queues, &mut cursors, &mut whole, usize::MAX));
+        assert_eq!(whole.count(), queues.iter().map(Requests::count).sum::<usize>());
+        let answered: Vec<u64> = {
+            let mut at = 0;
+            std::iter::from_fn(|| {
+                (at < whole.bytes.len()).then(|| {
+                    let answered = whole.answered_at(at);
+                    at = whole.request_end(at);
+                    answered
+                })
+            })
+            .collect()
+        };
+        assert!(answered.is_sorted(), "merged by answer time");
 
-        let (mut pieces, mut count, mut calls) = (Vec::new(), 0, 0);
-        let (mut cursors, mut writer) = ([0, 0], LineWriter::default());
+        let (mut pieces, mut calls) = (Requests::default(), 0);
+        let mut cursors = [0, 0];
         loop {
-            let mut chunk = Encoded::default();
-            let done = encode_merged(&queues, &mut cursors, &mut writer, &mut chunk, 600);
+            let mut chunk = Requests::default();
+            let done = merge(&queues, &mut cursors, &mut chunk, 600);
             calls += 1;
             // A chunk stops at the first whole request past the limit.
-            assert!(chunk.lines.len() < 600 + 3 * 300, "chunk of {} bytes", chunk.lines.len());
-            pieces.extend_from_slice(&chunk.lines);
-            count += chunk.count;
+            assert!(chunk.len() < 600 + 3 * 80, "chunk of {} bytes", chunk.len());
+            pieces.append(&mut chunk);
             if done {
                 break;
             }
         }
-        assert!(calls > 5, "written in {calls} chunks");
-        assert_eq!(count, whole.count);
-        assert_eq!(String::from_utf8_lossy(&pieces), String::from_utf8_lossy(&whole.lines));
+        assert!(calls > 3, "copied in {calls} chunks");
+        let lines = |requests: &Requests| {
+            let mut out = Encoded::default();
+            requests.encode(&mut LineWriter::default(), &mut out);
+            (String::from_utf8(out.lines).expect("utf-8"), out.count)
+        };
+        assert_eq!(lines(&pieces), lines(&whole));
+
+        // One queue waiting: copied whole, in one go.
+        let mut single = Requests::default();
+        let mut cursors = [queues[0].len(), 0];
+        assert!(merge(&queues, &mut cursors, &mut single, usize::MAX));
+        assert_eq!(single.bytes, queues[1].bytes);
+        assert_eq!(cursors, [queues[0].len(), queues[1].len()]);
+    }
+
+    #[test]
+    fn a_frame_reads_back_as_its_requests_and_damage_is_refused() {
+        let v1 = Arc::new(ModelId { name: "trip_duration".into(), version: "1".into() });
+        let v2 = Arc::new(ModelId { name: "other".into(), version: String::new() });
+        let mut requests = Requests::default();
+        for (n, model) in [&v1, &v2, &v1].into_iter().enumerate() {
+            let request = RequestFields { model, received_at_ms: n as i64, latency_us: 7, answered_at: Instant::now() };
+            requests.push_request(&request, [ride("ünï", n as i64), ride("b", 1 + n as i64)]);
+        }
+        let mut frame = vec![9, 9];
+        requests.write_frame(&mut frame);
+        let frame = &frame[2..];
+        let header = FrameHeader::parse(frame).expect("header");
+        assert_eq!(header.records, 6);
+        assert_eq!(header.frame_bytes(), frame.len() as u64);
+        let back = Requests::from_frame(&header, &frame[FRAME_HEADER_BYTES..]).expect("frame");
+        let lines = |requests: &Requests| {
+            let mut out = Encoded::default();
+            requests.encode(&mut LineWriter::default(), &mut out);
+            out.lines
+        };
+        assert_eq!(back.count(), 6);
+        assert_eq!(lines(&back), lines(&requests));
+
+        let payload = &frame[FRAME_HEADER_BYTES..];
+        assert_eq!(
+            Requests::from_frame(&header, &payload[..payload.len() - 1]).expect_err("refused"),
+            FrameError::Torn
+        );
+        let mut flipped = payload.to_vec();
+        flipped[40] ^= 1;
+        assert_eq!(
+            Requests::from_frame(&header, &flipped).expect_err("refused"),
+            FrameError::Damaged("checksum mismatch")
+        );
+        // A consistent checksum over inconsistent contents: the walk refuses it.
+        let lying = FrameHeader { records: 7, ..header };
+        assert_eq!(
+            Requests::from_frame(&lying, payload).expect_err("refused"),
+            FrameError::Damaged("record count mismatch")
+        );
+        let cut = payload[..payload.len() - 1].to_vec();
+        let cut_header = FrameHeader { payload_bytes: cut.len() as u32, checksum: crc32fast::hash(&cut), ..header };
+        assert_eq!(
+            Requests::from_frame(&cut_header, &cut).expect_err("refused"),
+            FrameError::Damaged("truncated ride id")
+        );
+        assert!(matches!(FrameHeader::parse(&frame[..10]), Err(FrameError::Torn)));
+        let mut other = frame.to_vec();
+        other[4] = 2;
+        assert!(matches!(FrameHeader::parse(&other), Err(FrameError::Unknown(_))));
+        other[..4].copy_from_slice(b"{\"sc");
+        assert!(matches!(FrameHeader::parse(&other), Err(FrameError::Unknown("not a spill frame"))));
     }
 
     fn expected_record() -> PredictionRecord {

@@ -1,6 +1,9 @@
 //! The spill: an on-disk FIFO of records the sink could not take (yet).
 //!
-//! Segments are `spill-<seq>-<run>.jsonl` files of whole JSON lines (the record encoding). `<seq>`
+//! Segments are `spill-<seq>-<run>.jsonl` files of whole JSON lines (the record encoding), or
+//! `spill-<seq>-<run>.requests` files of frames of requests in the compact form the local sink
+//! queues them in (see [`crate::queued::FRAME_HEADER_BYTES`]): spilling those costs a fifth of the
+//! bytes and none of the JSON formatting, which waits until the records are sent. `<seq>`
 //! is 20 zero-padded digits; appends go to new segments with increasing numbers, and records that
 //! must go *before* everything spilled (a batch in flight when the sink failed) go to a new segment
 //! numbered below the first one. `<run>` makes every name unique across runs. Segments are read in
@@ -18,6 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use tracing::{debug, error, info, warn};
 
 use crate::config::KINESIS_MAX_RECORD_BYTES;
+use crate::queued::{FRAME_HEADER_BYTES, FrameError, FrameHeader, Requests};
 use crate::record::PredictionRecord;
 use crate::sink::{Encoded, record_count};
 use crate::{Error, Result, Stats, blocking, sync_dir};
@@ -29,18 +33,54 @@ const SEQ_BASE: u64 = 9_000_000_000_000_000_000;
 const CURSOR: &str = "cursor";
 const CURSOR_TMP: &str = "cursor.tmp";
 
+/// What a segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// JSON lines (`.jsonl`).
+    Lines,
+    /// Frames of requests (`.requests`).
+    Requests,
+}
+
+impl Kind {
+    fn extension(self) -> &'static str {
+        match self {
+            Kind::Lines => "jsonl",
+            Kind::Requests => "requests",
+        }
+    }
+}
+
 struct SpillSegment {
     seq: u64,
+    kind: Kind,
     name: String,
-    /// Bytes in the file (complete lines, except maybe a torn tail left by a crash).
+    /// Bytes in the file (complete lines or frames, except maybe a torn tail left by a crash).
     len: u64,
-    /// Bytes already sent (a line boundary).
+    /// Bytes already sent (a line or frame boundary).
     consumed: u64,
+}
+
+/// Records read from the spill (or held in memory): JSON lines, or requests still to be turned
+/// into lines (local sink).
+pub(crate) enum Content {
+    Lines(Vec<Encoded>),
+    Requests(Requests),
+}
+
+impl Content {
+    /// Records held.
+    pub fn count(&self) -> usize {
+        match self {
+            Content::Lines(records) => record_count(records),
+            Content::Requests(requests) => requests.count(),
+        }
+    }
 }
 
 /// Records read from the front of the spill; acknowledged with [`Spill::ack`].
 pub(crate) struct SpillBatch {
-    pub records: Vec<Encoded>,
+    pub content: Content,
     /// Segment the records are from.
     pub seq: u64,
     /// Offset just past the batch's last line.
@@ -59,15 +99,63 @@ pub(crate) struct Spill {
     run: String,
     cursor_dirty: bool,
     unsynced: bool,
+    /// The frame being written, kept for its memory.
+    frame: Vec<u8>,
 }
 
-fn parse_name(name: &str) -> Option<u64> {
-    let rest = name.strip_prefix("spill-")?.strip_suffix(".jsonl")?;
+fn parse_name(name: &str) -> Option<(u64, Kind)> {
+    let rest = name.strip_prefix("spill-")?;
+    let (rest, kind) = match rest.strip_suffix(".jsonl") {
+        Some(rest) => (rest, Kind::Lines),
+        None => (rest.strip_suffix(".requests")?, Kind::Requests),
+    };
     let (seq, run) = rest.split_once('-')?;
     if seq.len() != 20 || run.is_empty() {
         return None;
     }
-    seq.parse().ok()
+    Some((seq.parse().ok()?, kind))
+}
+
+/// Records in a segment from `offset` on: its lines, or the records of its frames; a torn or
+/// unreadable tail counts as one.
+fn count_records(path: &Path, offset: u64, kind: Kind) -> io::Result<u64> {
+    match kind {
+        Kind::Lines => count_lines(path, offset),
+        Kind::Requests => count_frames(path, offset),
+    }
+}
+
+/// Records of the frames from `offset` to the end of the file (reading only their headers).
+fn count_frames(path: &Path, mut offset: u64) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut records = 0;
+    while offset < len {
+        let mut head = [0; FRAME_HEADER_BYTES];
+        file.seek(SeekFrom::Start(offset))?;
+        let read = read_up_to(&mut file, &mut head)?;
+        match FrameHeader::parse(&head[..read]) {
+            Ok(header) if offset + header.frame_bytes() <= len => {
+                records += u64::from(header.records);
+                offset += header.frame_bytes();
+            }
+            // A torn or unknown tail: one unreadable record, as for lines.
+            _ => return Ok(records + 1),
+        }
+    }
+    Ok(records)
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut read = 0;
+    while read < buf.len() {
+        match file.read(&mut buf[read..])? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    Ok(read)
 }
 
 /// Lines from `offset` to the end of the file, a torn tail counting as one.
@@ -102,9 +190,9 @@ impl Spill {
         for entry in fs::read_dir(dir).map_err(io_error("list the spill directory", dir))? {
             let entry = entry.map_err(io_error("list the spill directory", dir))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-            let Some(seq) = parse_name(&name) else { continue };
+            let Some((seq, kind)) = parse_name(&name) else { continue };
             let len = entry.metadata().map_err(io_error("stat a spill segment", &entry.path()))?.len();
-            segments.push(SpillSegment { seq, name, len, consumed: 0 });
+            segments.push(SpillSegment { seq, kind, name, len, consumed: 0 });
         }
         segments.sort_by(|a, b| a.name.cmp(&b.name));
         let cursor_path = dir.join(CURSOR);
@@ -124,7 +212,8 @@ impl Spill {
         let mut backlog = 0;
         for segment in &segments {
             let path = dir.join(&segment.name);
-            backlog += count_lines(&path, segment.consumed).map_err(io_error("read a spill segment", &path))?;
+            backlog += count_records(&path, segment.consumed, segment.kind)
+                .map_err(io_error("read a spill segment", &path))?;
         }
         let next_back = segments.iter().map(|s| s.seq + 1).max().unwrap_or(SEQ_BASE).max(SEQ_BASE);
         let next_front = segments.iter().map(|s| s.seq).min().unwrap_or(SEQ_BASE).min(SEQ_BASE) - 1;
@@ -144,6 +233,7 @@ impl Spill {
             run,
             cursor_dirty: true,
             unsynced: false,
+            frame: Vec::new(),
         };
         spill.gc();
         spill.persist_cursor();
@@ -155,10 +245,10 @@ impl Spill {
         self.stats.backlog.load(Relaxed)
     }
 
-    fn new_segment(&mut self, seq: u64) -> io::Result<(SpillSegment, File)> {
-        let name = format!("spill-{seq:020}-{}.jsonl", self.run);
+    fn new_segment(&mut self, seq: u64, kind: Kind) -> io::Result<(SpillSegment, File)> {
+        let name = format!("spill-{seq:020}-{}.{}", self.run, kind.extension());
         let file = OpenOptions::new().write(true).create_new(true).open(self.dir.join(&name))?;
-        Ok((SpillSegment { seq, name, len: 0, consumed: 0 }, file))
+        Ok((SpillSegment { seq, kind, name, len: 0, consumed: 0 }, file))
     }
 
     /// Writes the chunks' lines one after the other, as they are (copying them into one buffer
@@ -172,18 +262,48 @@ impl Spill {
         Ok(written)
     }
 
-    /// Appends records after everything spilled.
+    /// Appends records (JSON lines) after everything spilled.
     pub fn append(&mut self, records: &[Encoded]) -> io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let full = self.segments.back().is_some_and(|segment| segment.len >= SEGMENT_BYTES);
-        if full && let Some(writer) = self.writer.take() {
+        self.append_with(Kind::Lines, record_count(records) as u64, |file| Self::write_lines(file, records))
+    }
+
+    /// Appends requests (one frame) after everything spilled.
+    pub fn append_requests(&mut self, requests: &Requests) -> io::Result<()> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        requests.write_frame(&mut frame);
+        let result = self.append_with(Kind::Requests, requests.count() as u64, |file| {
+            file.write_all(&frame)?;
+            Ok(frame.len() as u64)
+        });
+        // A frame of a huge backlog should not keep its memory.
+        if frame.capacity() <= 16 << 20 {
+            self.frame = frame;
+        }
+        result
+    }
+
+    /// Appends `records` records with `write` to the last segment, or a new one when there is
+    /// none open, it is full or of another kind.
+    fn append_with(
+        &mut self,
+        kind: Kind,
+        records: u64,
+        write: impl FnOnce(&mut File) -> io::Result<u64>,
+    ) -> io::Result<()> {
+        let done = self.segments.back().is_some_and(|segment| segment.len >= SEGMENT_BYTES || segment.kind != kind);
+        if done && let Some(writer) = self.writer.take() {
             blocking(|| writer.sync_data())?;
             self.unsynced = false;
         }
         if self.writer.is_none() {
-            let (segment, file) = self.new_segment(self.next_back)?;
+            let (segment, file) = self.new_segment(self.next_back, kind)?;
             self.next_back += 1;
             debug!(segment = segment.name, "opened spill segment");
             self.segments.push_back(segment);
@@ -192,12 +312,12 @@ impl Spill {
         let (Some(writer), Some(segment)) = (self.writer.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("no spill segment"));
         };
-        let written = match Self::write_lines(writer, records) {
+        let written = match write(writer) {
             Ok(written) => written,
             Err(error) => {
-                // Cut back to the last complete line; if that fails too, close the segment so that
-                // the torn line is at its end (skipped on reading) and not in the middle of later
-                // records.
+                // Cut back to the last complete line or frame; if that fails too, close the
+                // segment so that the torn end is at its end (skipped on reading) and not in the
+                // middle of later records.
                 let repaired = writer.set_len(segment.len).and_then(|()| writer.seek(SeekFrom::Start(segment.len)));
                 if repaired.is_err() {
                     self.writer = None;
@@ -207,21 +327,34 @@ impl Spill {
         };
         segment.len += written;
         self.unsynced = true;
-        self.stats.backlog.fetch_add(record_count(records) as u64, Relaxed);
+        self.stats.backlog.fetch_add(records, Relaxed);
         Ok(())
     }
 
     /// Writes records in a new segment before everything spilled (fsynced at once).
     /// `counted` says whether they are already in the backlog (moved) or new to it.
-    pub fn push_front(&mut self, records: &[Encoded], counted: bool) -> io::Result<()> {
-        if records.is_empty() {
+    pub fn push_front(&mut self, content: &Content, counted: bool) -> io::Result<()> {
+        let count = content.count() as u64;
+        if count == 0 {
             return Ok(());
         }
-        let (mut segment, mut file) = self.new_segment(self.next_front)?;
+        let kind = match content {
+            Content::Lines(_) => Kind::Lines,
+            Content::Requests(_) => Kind::Requests,
+        };
+        let (mut segment, mut file) = self.new_segment(self.next_front, kind)?;
         self.next_front -= 1;
         let path = self.dir.join(&segment.name);
         let written = blocking(|| {
-            let written = Self::write_lines(&mut file, records)?;
+            let written = match content {
+                Content::Lines(records) => Self::write_lines(&mut file, records)?,
+                Content::Requests(requests) => {
+                    let mut frame = Vec::new();
+                    requests.write_frame(&mut frame);
+                    file.write_all(&frame)?;
+                    frame.len() as u64
+                }
+            };
             file.sync_data()?;
             sync_dir(&self.dir)?;
             Ok::<_, io::Error>(written)
@@ -235,14 +368,15 @@ impl Spill {
         };
         self.segments.push_front(segment);
         if !counted {
-            self.stats.backlog.fetch_add(record_count(records) as u64, Relaxed);
+            self.stats.backlog.fetch_add(count, Relaxed);
         }
         Ok(())
     }
 
     /// Reads up to `max_records` / `max_bytes` ([`Encoded::size`]; for unkeyed records, the lines
-    /// with their newlines) records from the front; corrupt keyed lines met first are skipped and
-    /// counted. `None` when the spill is empty.
+    /// with their newlines) records from the front, or the front's frame of requests (whatever its
+    /// size); corrupt keyed lines and damaged frames met first are skipped and counted. `None`
+    /// when the spill is empty.
     pub fn read_batch(&mut self, max_records: usize, max_bytes: usize, keyed: bool) -> io::Result<Option<SpillBatch>> {
         let max_record = if keyed { KINESIS_MAX_RECORD_BYTES } else { usize::MAX };
         loop {
@@ -257,6 +391,64 @@ impl Spill {
             };
             let path = self.dir.join(&front.name);
             let available = front.len - front.consumed;
+            if available == 0 {
+                // Only the segment being appended to can be fully sent and still here: then
+                // nothing is left anywhere.
+                let backlog = self.stats.backlog.swap(0, Relaxed);
+                if backlog > 0 {
+                    warn!(backlog, "spill backlog miscounted; the spill is empty");
+                }
+                self.gc();
+                return Ok(None);
+            }
+            if front.kind == Kind::Requests {
+                // One frame (a chunk of the background task's, a few MiB of lines at most).
+                let base = front.consumed;
+                let mut file = File::open(&path)?;
+                file.seek(SeekFrom::Start(base))?;
+                let mut head = [0; FRAME_HEADER_BYTES];
+                let read = read_up_to(&mut file, &mut head)?;
+                let unreadable = match FrameHeader::parse(&head[..read]) {
+                    Ok(header) if header.frame_bytes() <= available => {
+                        let mut payload = vec![0; header.payload_bytes as usize];
+                        file.read_exact(&mut payload)?;
+                        let end = base + header.frame_bytes();
+                        match Requests::from_frame(&header, &payload) {
+                            Ok(requests) => {
+                                return Ok(Some(SpillBatch {
+                                    content: Content::Requests(requests),
+                                    seq: front.seq,
+                                    end,
+                                }));
+                            }
+                            Err(error) => {
+                                let records = u64::from(header.records);
+                                warn!(segment = front.name, offset = base, records, %error, "skipping a damaged spill frame");
+                                front.consumed = end;
+                                self.stats.corrupt.fetch_add(records, Relaxed);
+                                self.stats.backlog.fetch_sub(records, Relaxed);
+                                self.cursor_dirty = true;
+                                continue;
+                            }
+                        }
+                    }
+                    Ok(_) => FrameError::Torn,
+                    Err(error) => error,
+                };
+                if writer_open {
+                    // Unreachable in practice: the writer only writes whole frames.
+                    warn!(segment = front.name, error = %unreadable, "spill segment ends with a partial frame");
+                    return Ok(None);
+                }
+                // Nothing after it can be found: the rest of the segment counts as one record, as
+                // when it was counted.
+                warn!(segment = front.name, offset = base, bytes = available, error = %unreadable, "skipping the unreadable end of a spill segment");
+                front.consumed = front.len;
+                self.stats.corrupt.fetch_add(1, Relaxed);
+                self.stats.backlog.fetch_sub(1, Relaxed);
+                self.cursor_dirty = true;
+                continue;
+            }
             let mut window = (max_bytes as u64 + 1).min(available);
             let data = loop {
                 let mut file = File::open(&path)?;
@@ -268,22 +460,12 @@ impl Spill {
                 }
                 window = (window * 2).min(available);
             };
-            if available == 0 {
-                // Only the segment being appended to can be fully sent and still here: then
-                // nothing is left anywhere.
-                let backlog = self.stats.backlog.swap(0, Relaxed);
-                if backlog > 0 {
-                    warn!(backlog, "spill backlog miscounted; the spill is empty");
-                }
-                self.gc();
-                return Ok(None);
-            }
             let base = front.consumed;
             if !keyed && memchr::memchr(b'\n', &data).is_some() {
                 let batch = Self::whole_lines(data, max_records, max_bytes);
                 return Ok(Some(SpillBatch {
                     end: base + batch.lines.len() as u64,
-                    records: vec![batch],
+                    content: Content::Lines(vec![batch]),
                     seq: front.seq,
                 }));
             }
@@ -341,7 +523,11 @@ impl Spill {
                 pos += newline + 1;
             }
             if !records.is_empty() {
-                return Ok(Some(SpillBatch { records, seq: front.seq, end: base + pos as u64 }));
+                return Ok(Some(SpillBatch {
+                    content: Content::Lines(records),
+                    seq: front.seq,
+                    end: base + pos as u64,
+                }));
             }
             let rest = &data[pos..];
             if rest.contains(&b'\n') || pos > 0 {

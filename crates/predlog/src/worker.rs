@@ -19,14 +19,16 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
+use crate::format::{Formatter, PATIENCE};
 use crate::log::{EARLY_WRITE_BYTES, Shared};
-use crate::queued::{Requests, encode_merged};
-use crate::record::LineWriter;
+use crate::queued::{Requests, merge};
 use crate::sink::{Encoded, LOCAL_BATCH_BYTES, Sink, record_count};
-use crate::spill::Spill;
+use crate::spill::{Content, Spill};
 
 /// How long the task keeps going when every handle was dropped without a shutdown.
 const ORPHAN_DEADLINE: Duration = Duration::from_secs(5);
+/// How often the task looks up from waiting for the formatting thread.
+const SLICE: Duration = Duration::from_millis(50);
 
 /// Where a batch came from, which decides what a failure does with it.
 enum Origin {
@@ -39,6 +41,8 @@ enum Origin {
 struct Batch {
     /// Chunks of records still to send (the failed entries after a partial failure).
     records: Vec<Encoded>,
+    /// Requests (local sink) still to be turned into `records`, which are empty meanwhile.
+    unformatted: Option<Requests>,
     origin: Origin,
     /// Records of the batch already acknowledged.
     acked: usize,
@@ -73,8 +77,13 @@ impl Backoff {
 struct Buffers {
     shared: Arc<Shared>,
     spill: Spill,
-    /// Encoded records waiting in memory (only while the spill is empty).
+    /// Encoded records waiting in memory (Kinesis; only while the spill is empty).
     pending: VecDeque<Encoded>,
+    /// Requests waiting in memory (local sink; only while the spill is empty), in chunks of about
+    /// [`DRAIN_CHUNK_BYTES`].
+    pending_requests: VecDeque<Requests>,
+    /// Emptied request chunks, kept for their memory.
+    spare_requests: Vec<Requests>,
     /// Written chunks' buffers, filled again with the next requests' lines (local sink), so that
     /// their memory is reused rather than allocated, grown and faulted in anew for every batch
     /// (which cost a quarter of the server's time under a heavy load).
@@ -82,12 +91,10 @@ struct Buffers {
     /// The requests taken from the threads' queues (local sink), one buffer per queue, swapped
     /// back in empty to keep the memory.
     queues: Vec<Requests>,
-    /// Turns them into lines.
-    writer: LineWriter,
-    /// Records held in memory before the rest goes to the spill. For the local sink this is only
-    /// reached when the disk is slower than the records come for a while (segments are closed off
-    /// this task and everything pending leaves in one write): the spill then bounds the memory,
-    /// and is worth most when it is on another disk than the log.
+    /// Records held in memory before the rest goes to the spill. For the local sink this is
+    /// reached when the disk is slower than the records come for a while, or when the machine's
+    /// cores are so busy that the formatting thread waits (see [`crate::format`]): the spill then
+    /// bounds the memory.
     capacity: usize,
     keyed: bool,
     max_record_bytes: usize,
@@ -102,11 +109,13 @@ const RECYCLE_MAX_BYTES: usize = LOCAL_BATCH_BYTES;
 /// The most memory kept per buffer for the requests taken from the queues (a few times what makes
 /// an early write, so that a busy server keeps it, but not what a backlog grew it to).
 const RECYCLE_MAX_REQUEST_BYTES: usize = 4 * EARLY_WRITE_BYTES;
-/// The lines serialized at a time from the requests taken from the queues (see
-/// [`Buffers::drain_queues`]): a few early writes' worth, so that the usual drain is one chunk.
-/// A chunk ends after the request that reaches it: 1 MiB under a power of two, so that a chunk
-/// buffer grows to 8 MiB and no further.
-const DRAIN_CHUNK_BYTES: usize = 7 * 1024 * 1024;
+/// Request chunks kept for reuse.
+const RECYCLE_REQUEST_CHUNKS: usize = 4;
+/// The requests (in their compact form) of one chunk taken from the threads' queues (see
+/// [`Buffers::drain_queues`]), and so of one spill frame and one formatting job: a few early
+/// writes' worth (~4 MiB of lines), so that the usual drain is one chunk. A chunk ends after the
+/// request that reaches it: 64 KiB under a power of two, so that its buffer stays at 1 MiB.
+const DRAIN_CHUNK_BYTES: usize = 1024 * 1024 - 64 * 1024;
 
 impl Buffers {
     /// Takes everything from the inbox (Kinesis) or the threads' queues (local sink): into
@@ -160,37 +169,76 @@ impl Buffers {
         }
     }
 
-    /// Takes the requests of every thread's queue (local sink) and serializes them, merged in the
-    /// order they were answered, a chunk of about [`DRAIN_CHUNK_BYTES`] at a time, each
-    /// stored (in `pending` or the spill) before the next is written. Taking millions of records
-    /// at once happens when the log got too little CPU for a while (the predictor's threads kept
-    /// both cores busy): serialized whole into one buffer, they took gigabytes of memory (a 12 s
-    /// 100-ride stream took the predictor to 4.2–6.6 GiB, `bench/predictor_overload.sh`), and
-    /// growing it a fifth of the CPU.
+    /// Takes the requests of every thread's queue (local sink) and copies them, merged in the
+    /// order they were answered, into chunks of about [`DRAIN_CHUNK_BYTES`], each stored (in
+    /// memory or the spill) before the next is made. Taking millions of records at once happens
+    /// when the task got too little CPU for a while; serialized into lines at once they took
+    /// gigabytes of memory (`bench/predictor_overload.sh`).
     fn drain_queues(&mut self, spill_all: bool) {
         let (taken, listed) = self.take_queues();
         if taken > 0 {
             let mut cursors = vec![0; self.queues.len()];
             loop {
-                let lines = self.recycled.pop().unwrap_or_default();
-                let mut chunk = Encoded { lines, count: 0, key: String::new() };
-                let done = encode_merged(&self.queues, &mut cursors, &mut self.writer, &mut chunk, DRAIN_CHUNK_BYTES);
-                if chunk.count > 0 {
-                    self.store(vec![chunk], spill_all);
-                }
+                let mut chunk = self.spare_requests.pop().unwrap_or_default();
+                let done = merge(&self.queues, &mut cursors, &mut chunk, DRAIN_CHUNK_BYTES);
+                self.store_requests(chunk, spill_all);
                 if done {
                     break;
                 }
             }
         }
         // One buffer per queue still listed, emptied (a dropped queue's buffer may be any of
-        // them, so only once all are written).
+        // them, so only once all are copied).
         self.queues.truncate(listed);
         for requests in &mut self.queues {
             requests.clear();
             if requests.capacity() > RECYCLE_MAX_REQUEST_BYTES {
                 *requests = Requests::default();
             }
+        }
+    }
+
+    /// Puts a chunk of requests in `pending_requests`, or the spill when it is not empty or
+    /// `spill_all`; spills everything in memory once it holds `capacity` records.
+    fn store_requests(&mut self, chunk: Requests, spill_all: bool) {
+        if chunk.is_empty() {
+            self.recycle_requests(chunk);
+            return;
+        }
+        if spill_all || self.spill.backlog() > 0 {
+            self.spill_requests(chunk);
+            return;
+        }
+        self.pending_requests.push_back(chunk);
+        let in_memory = self.shared.stats.memory.load(Relaxed);
+        if in_memory >= self.capacity as u64 {
+            debug!(records = in_memory, "prediction log queue full; spilling");
+            self.spill_pending();
+        }
+    }
+
+    /// Appends a chunk of requests (from memory) to the spill, as one frame.
+    fn spill_requests(&mut self, chunk: Requests) {
+        let stats = &self.shared.stats;
+        let count = chunk.count() as u64;
+        match self.spill.append_requests(&chunk) {
+            Ok(()) => {
+                stats.spilled.fetch_add(count, Relaxed);
+            }
+            Err(error) => {
+                error!(%error, records = count, "cannot write to the spill; records lost");
+                stats.dropped.fetch_add(count, Relaxed);
+            }
+        }
+        stats.memory.fetch_sub(count, Relaxed);
+        self.recycle_requests(chunk);
+    }
+
+    /// Keeps an emptied chunk of requests for the next drain.
+    fn recycle_requests(&mut self, mut chunk: Requests) {
+        if self.spare_requests.len() < RECYCLE_REQUEST_CHUNKS && chunk.capacity() <= 2 * DRAIN_CHUNK_BYTES {
+            chunk.clear();
+            self.spare_requests.push(chunk);
         }
     }
 
@@ -265,10 +313,14 @@ impl Buffers {
         stats.memory.fetch_sub(count, Relaxed);
     }
 
+    /// Spills everything waiting in memory, in order.
     fn spill_pending(&mut self) {
         let pending = Vec::from(std::mem::take(&mut self.pending));
         self.spill(&pending);
         self.recycle(pending);
+        while let Some(chunk) = self.pending_requests.pop_front() {
+            self.spill_requests(chunk);
+        }
     }
 
     /// Keeps the largest buffer of a written batch for the next one (see `recycled`).
@@ -360,6 +412,8 @@ async fn pump<F: Future>(buffers: &mut Buffers, control: &mut Control, work: F) 
 pub(crate) struct Worker {
     sink: Sink,
     buffers: Buffers,
+    /// Turns the local sink's requests into lines.
+    formatter: Formatter,
     control: Control,
     backoff: Backoff,
     sink_down: bool,
@@ -376,13 +430,15 @@ impl Worker {
     ) -> Self {
         let mut tick = tokio::time::interval(config.flush_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let formatter = if sink.keyed() { Formatter::none() } else { Formatter::start() };
         let buffers = Buffers {
             shared: shared.clone(),
             spill,
             pending: VecDeque::new(),
+            pending_requests: VecDeque::new(),
+            spare_requests: Vec::new(),
             recycled: Vec::new(),
             queues: Vec::new(),
-            writer: LineWriter::default(),
             capacity: config.queue_capacity,
             keyed: sink.keyed(),
             max_record_bytes: sink.max_record_bytes(),
@@ -391,6 +447,7 @@ impl Worker {
         Worker {
             sink,
             buffers,
+            formatter,
             control: Control { shared, shutdown, orphaned: false, deadline: None, tick },
             backoff: Backoff { initial: config.initial_backoff, max: config.max_backoff, attempt: 0 },
             sink_down: false,
@@ -511,7 +568,11 @@ impl Worker {
             match self.buffers.spill.read_batch(max_records, max_bytes, self.buffers.keyed) {
                 Ok(Some(batch)) => {
                     let origin = Origin::Spill { seq: batch.seq, end: batch.end };
-                    return Ok(Some(Batch { records: batch.records, origin, acked: 0 }));
+                    let (records, unformatted) = match batch.content {
+                        Content::Lines(records) => (records, None),
+                        Content::Requests(requests) => (Vec::new(), Some(requests)),
+                    };
+                    return Ok(Some(Batch { records, unformatted, origin, acked: 0 }));
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -519,6 +580,23 @@ impl Worker {
                     return Err(());
                 }
             }
+        }
+        if !self.buffers.keyed {
+            // The oldest chunk of requests, with the next ones while it is small.
+            let buffers = &mut self.buffers;
+            let Some(mut requests) = buffers.pending_requests.pop_front() else { return Ok(None) };
+            while requests.len() < DRAIN_CHUNK_BYTES
+                && let Some(mut next) = buffers.pending_requests.pop_front()
+            {
+                requests.append(&mut next);
+                buffers.recycle_requests(next);
+            }
+            return Ok(Some(Batch {
+                records: Vec::new(),
+                unformatted: Some(requests),
+                origin: Origin::Memory,
+                acked: 0,
+            }));
         }
         let pending = &mut self.buffers.pending;
         let mut chunks = 0;
@@ -535,12 +613,66 @@ impl Worker {
         if chunks == 0 {
             return Ok(None);
         }
-        Ok(Some(Batch { records: pending.drain(..chunks).collect(), origin: Origin::Memory, acked: 0 }))
+        Ok(Some(Batch {
+            records: pending.drain(..chunks).collect(),
+            unformatted: None,
+            origin: Origin::Memory,
+            acked: 0,
+        }))
+    }
+
+    /// Turns a batch's requests into lines: on the formatting thread, or here when it has not done
+    /// so within [`PATIENCE`] (the machine had no idle core meanwhile) or when closing. `None` if
+    /// the shutdown deadline passed meanwhile: the batch was then put back.
+    async fn format(&mut self, mut batch: Batch) -> Option<Batch> {
+        let Some(requests) = batch.unformatted.take() else { return Some(batch) };
+        let requests = Arc::new(requests);
+        let lines = self.buffers.recycled.pop().unwrap_or_default();
+        let lines = match self.formatter.submit(requests.clone(), lines) {
+            Err(lines) => lines,
+            Ok(mut done) => {
+                let until = Instant::now() + PATIENCE;
+                loop {
+                    // In slices, so that a shutdown starting meanwhile is seen.
+                    let slice = tokio::time::timeout_at(until.min(Instant::now() + SLICE), &mut done);
+                    match pump(&mut self.buffers, &mut self.control, slice).await {
+                        None => {
+                            batch.unformatted = Some(Arc::unwrap_or_clone(requests));
+                            self.abandon(batch);
+                            return None;
+                        }
+                        Some(Ok(Ok(encoded))) => {
+                            batch.records.push(encoded);
+                            break;
+                        }
+                        // The thread is gone.
+                        Some(Ok(Err(_))) => break,
+                        Some(Err(_)) if Instant::now() < until && !self.control.closing() => {}
+                        Some(Err(_)) => {
+                            debug!(
+                                records = requests.count(),
+                                "no idle core to format the prediction log; formatting here"
+                            );
+                            break;
+                        }
+                    }
+                }
+                Vec::new()
+            }
+        };
+        if batch.records.is_empty() {
+            batch.records.push(self.formatter.format_here(&requests, lines));
+        }
+        if let Some(requests) = Arc::into_inner(requests) {
+            self.buffers.recycle_requests(requests);
+        }
+        Some(batch)
     }
 
     /// Sends a batch, retrying the entries the sink rejected, until it is all acknowledged, the
     /// sink fails as a whole, or the deadline passes.
-    async fn deliver(&mut self, mut batch: Batch) -> Delivery {
+    async fn deliver(&mut self, batch: Batch) -> Delivery {
+        let Some(mut batch) = self.format(batch).await else { return Delivery::Deadline };
         let stats = self.buffers.shared.stats.clone();
         loop {
             // Counted before sending: the local sink cuts a chunk it wrote partly to the rest.
@@ -613,11 +745,15 @@ impl Worker {
     /// Puts back what is left of a batch that will not be retried now, ahead of everything else.
     fn abandon(&mut self, batch: Batch) {
         let stats = self.buffers.shared.stats.clone();
-        let count = record_count(&batch.records) as u64;
+        let content = match batch.unformatted {
+            Some(requests) => Content::Requests(requests),
+            None => Content::Lines(batch.records),
+        };
+        let count = content.count() as u64;
         let spill = &mut self.buffers.spill;
         match batch.origin {
             Origin::Memory => {
-                if let Err(error) = spill.push_front(&batch.records, false) {
+                if let Err(error) = spill.push_front(&content, false) {
                     error!(%error, records = count, "cannot write to the spill; records lost");
                     stats.dropped.fetch_add(count, Relaxed);
                 } else {
@@ -629,7 +765,7 @@ impl Worker {
             Origin::Spill { .. } if batch.acked == 0 => {}
             // Partly sent: move the rest in front, then mark the whole range as sent.
             Origin::Spill { seq, end } => {
-                if let Err(error) = spill.push_front(&batch.records, true) {
+                if let Err(error) = spill.push_front(&content, true) {
                     error!(%error, records = count, "cannot write to the spill; records lost");
                     stats.dropped.fetch_add(count, Relaxed);
                     spill.release(count);
