@@ -202,10 +202,11 @@ impl Requests {
         self.bytes.extend_from_slice(id);
     }
 
-    /// The index in `models` of `model`, added unless it is the last one.
+    /// The index in `models` of `model`, added unless it is the last one (the same, or equal:
+    /// records logged one by one bring a model of their own each).
     fn model_index(&mut self, model: &Arc<ModelId>) -> usize {
         if let Some(last) = self.models.last()
-            && Arc::ptr_eq(last, model)
+            && (Arc::ptr_eq(last, model) || **last == **model)
         {
             return self.models.len() - 1;
         }

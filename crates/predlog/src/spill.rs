@@ -139,8 +139,10 @@ fn count_frames(path: &Path, mut offset: u64) -> io::Result<u64> {
                 records += u64::from(header.records);
                 offset += header.frame_bytes();
             }
-            // A torn or unknown tail: one unreadable record, as for lines.
-            _ => return Ok(records + 1),
+            // A frame a crash cut short: its records are lost.
+            Ok(header) => return Ok(records + u64::from(header.records).max(1)),
+            // An unknown tail: one unreadable record, as for lines.
+            Err(_) => return Ok(records + 1),
         }
     }
     Ok(records)
@@ -432,20 +434,22 @@ impl Spill {
                             }
                         }
                     }
-                    Ok(_) => FrameError::Torn,
-                    Err(error) => error,
+                    // Counted as its records (see `count_frames`).
+                    Ok(header) => (FrameError::Torn, u64::from(header.records).max(1)),
+                    Err(error) => (error, 1),
                 };
+                let (unreadable, lost) = unreadable;
                 if writer_open {
                     // Unreachable in practice: the writer only writes whole frames.
                     warn!(segment = front.name, error = %unreadable, "spill segment ends with a partial frame");
                     return Ok(None);
                 }
-                // Nothing after it can be found: the rest of the segment counts as one record, as
-                // when it was counted.
-                warn!(segment = front.name, offset = base, bytes = available, error = %unreadable, "skipping the unreadable end of a spill segment");
+                // Nothing after it can be found: the rest of the segment is lost, counted as when
+                // the spill was opened.
+                warn!(segment = front.name, offset = base, bytes = available, records = lost, error = %unreadable, "skipping the unreadable end of a spill segment");
                 front.consumed = front.len;
-                self.stats.corrupt.fetch_add(1, Relaxed);
-                self.stats.backlog.fetch_sub(1, Relaxed);
+                self.stats.corrupt.fetch_add(lost, Relaxed);
+                self.stats.backlog.fetch_sub(lost, Relaxed);
                 self.cursor_dirty = true;
                 continue;
             }

@@ -185,10 +185,10 @@ async fn a_full_queue_spills_and_every_record_arrives_once_in_order() {
 
 /// On one thread the background task only runs when the test yields: it then takes all the
 /// records at once, as it does after the predictor's threads kept the cores from it for a while.
-/// They are serialized a chunk at a time (~7 MiB of lines): the first chunk finds the queue over
-/// its capacity (counting the records taken and not yet serialized) and goes to the spill, and
-/// so do the others after it. Checks order and counts across chunks; that the chunks are stored
-/// one by one is what `bench/predictor_overload.sh` measures (peak memory).
+/// They are copied a chunk at a time (~1 MiB of requests): the first chunk finds the queue over
+/// its capacity (counting the records taken and not yet stored) and goes to the spill, and so do
+/// the others after it. Checks order and counts across chunks; that the chunks are stored one by
+/// one is what `bench/predictor_overload.sh` measures (peak memory).
 #[tokio::test(flavor = "current_thread")]
 async fn a_backlog_taken_at_once_goes_to_the_spill_a_chunk_at_a_time_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -239,6 +239,71 @@ async fn records_spilled_by_a_previous_run_are_sent_first() {
     let logs = dir.path().join("logs");
     let expected: Vec<String> = expected(10..500).into_iter().chain(expected(1000..1100)).collect();
     assert_eq!(ride_ids(&read_segments(&logs).0), expected, "the spill first, then new records");
+    let spill_left: Vec<_> = std::fs::read_dir(logs.join("spill")).unwrap().collect();
+    assert!(spill_left.is_empty(), "spill emptied: {spill_left:?}");
+}
+
+/// The frames of a `.requests` spill segment: (offset, records) each. The layout is the one
+/// `queued::FRAME_HEADER_BYTES` documents: 24-byte header, payload length at 8..12 and records at
+/// 12..16 (little-endian).
+fn frames(segment: &[u8]) -> Vec<(usize, u64)> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < segment.len() {
+        assert_eq!(&segment[at..at + 4], b"LPRQ", "a frame at {at}");
+        let le = |from: usize| u32::from_le_bytes(segment[from..from + 4].try_into().unwrap());
+        frames.push((at, u64::from(le(at + 12))));
+        at += 24 + le(at + 8) as usize;
+    }
+    frames
+}
+
+/// Records still in memory when the shutdown deadline passes are spilled in their compact form
+/// (not formatted), and the next run sends them, in order. A frame damaged on disk is skipped and
+/// its records counted as corrupt, the frames after it are read; so is a frame a crash cut short.
+#[tokio::test(flavor = "current_thread")]
+async fn requests_spilled_compactly_are_sent_by_the_next_run_and_damaged_frames_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let log = PredictionLog::start(config.clone()).await.unwrap();
+    // ~60 bytes a record in the compact form: about 3 MiB, several frames. The background task
+    // has not run yet (one thread, no await): the deadline passes before it takes them.
+    const N: u64 = 50_000;
+    for i in 0..N {
+        log.log(record(i));
+    }
+    let counters = log.shutdown(Duration::ZERO).await;
+    assert_eq!((counters.sent, counters.spilled, counters.spill_backlog, counters.dropped), (0, N, N, 0));
+    let mut spilled: Vec<_> = std::fs::read_dir(&config.spill_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "requests"))
+        .collect();
+    assert_eq!(spilled.len(), 1, "one segment of requests: {spilled:?}");
+    let path = spilled.pop().unwrap();
+    let mut segment = std::fs::read(&path).unwrap();
+    assert!(segment.len() < 100 * N as usize, "compact (the lines take ~250 bytes): {} bytes", segment.len());
+    let frames = frames(&segment);
+    assert!(frames.len() >= 3, "frames: {frames:?}");
+    assert_eq!(frames.iter().map(|frame| frame.1).sum::<u64>(), N);
+    // Damage the second frame's payload, and cut the last frame short.
+    let (second_at, second_records) = frames[1];
+    segment[second_at + 24 + 100] ^= 0x40;
+    let (_, last_records) = *frames.last().unwrap();
+    segment.truncate(segment.len() - 10);
+    std::fs::write(&path, &segment).unwrap();
+
+    let log = PredictionLog::start(config).await.unwrap();
+    assert_eq!(log.counters().recovered, N, "counted from the frames' headers");
+    let counters = log.shutdown(Duration::from_secs(30)).await;
+    eprintln!("counters {counters:?}");
+    let lost = second_records + last_records;
+    assert_eq!((counters.sent, counters.corrupt, counters.dropped, counters.spill_backlog), (N - lost, lost, 0, 0));
+    let first = frames[0].1;
+    let expected: Vec<String> =
+        expected(0..first).into_iter().chain(expected(first + second_records..N - last_records)).collect();
+    let logs = dir.path().join("logs");
+    assert_eq!(ride_ids(&read_segments(&logs).0), expected, "every readable record once, in order");
     let spill_left: Vec<_> = std::fs::read_dir(logs.join("spill")).unwrap().collect();
     assert!(spill_left.is_empty(), "spill emptied: {spill_left:?}");
 }
