@@ -443,11 +443,10 @@ pub struct ServePredictorArgs {
     /// [default: $LIGHTOPS_HOME/spill].
     #[arg(long, env = "LIGHTOPS_LOG_SPILL_DIR")]
     pub spill_dir: Option<PathBuf>,
-    /// Log records held in memory while the sink is slow or down before further ones go to the
-    /// disk buffer (--spill-dir), which bounds the log's serialized records [default: 65536 for
-    /// Kinesis, 1048576 (~240 MiB) for the local sink, which writes all it holds at once]. Not
-    /// bounded: requests not yet serialized (~70 bytes a ride), which pile up while the log gets
-    /// too little CPU to keep up (see docs/prediction-log.md).
+    /// Log records held in memory while the sink is slow or down, or (local sink) while every
+    /// core is busy and the lines wait to be formatted, before further ones go to the disk buffer
+    /// (--spill-dir) [default: 65536 (~20 MiB) for Kinesis, 1048576 (~60-100 MiB of requests in
+    /// their compact form) for the local sink] (see docs/prediction-log.md).
     #[arg(long, env = "LIGHTOPS_LOG_QUEUE")]
     pub log_queue: Option<usize>,
     /// How long log records gather in memory before one write sends them all (at most 200ms;

@@ -105,17 +105,13 @@ pub struct LogConfig {
     /// The disk buffer for records the sink cannot take right now; records left there by a
     /// previous run are sent first on start. One log per directory.
     pub spill_dir: PathBuf,
-    /// Records held in memory before further records go to the spill: the bound of the serialized
-    /// lines the background task holds (plus one chunk of 8 MiB being stored). Not bounded by it:
-    /// requests waiting in the callers' queues for the task, and those it took at once and has not
-    /// serialized yet (their compact form, ~70 bytes a ride), which grow when the task gets too
-    /// little CPU to keep up.
-    /// Default [`LogConfig::default_queue_capacity`]: 65,536 for Kinesis (~20 MiB), where the spill
-    /// takes the surplus off a slow network sink early, and 1,048,576 for the local sink (~240 MiB
-    /// of JSON lines), which writes everything pending at once and so holds up to what arrives
-    /// during one write; it reaches the capacity only when its disk is slower than the records come
-    /// for a while. Spilling then bounds the memory, at the price of more I/O on that disk (on
-    /// another disk, `spill_dir` relieves it instead).
+    /// Records held in memory before further records go to the spill.
+    /// Default [`LogConfig::default_queue_capacity`]: 65,536 for Kinesis (~20 MiB of JSON), where
+    /// the spill takes the surplus off a slow network sink early, and 1,048,576 for the local sink
+    /// (~60–100 MiB of requests in their compact form), which holds them while its disk is slower
+    /// than the records come, or while every core is busy and the lines wait for an idle one to be
+    /// formatted (see `docs/prediction-log.md`). Spilling then bounds the memory (the local sink
+    /// spills the compact form), at the price of I/O on the spill's disk.
     pub queue_capacity: usize,
     /// Local sink: a segment is closed before it would exceed this size. Default 64 MiB.
     pub segment_bytes: u64,

@@ -6,12 +6,12 @@
 //! records:
 //!
 //! - [`PredictionLog::log`] moves the record into an in-memory queue (serialized for Kinesis, in
-//!   a compact form the background task serializes for the local sink); I/O happens on the
-//!   background task.
-//! - When the sink is down or slow and the queue holds [`LogConfig::queue_capacity`] records,
-//!   records go to an append-only spill directory on local disk, and are sent from there, in
-//!   order, once the sink takes them again. Records left in the spill by a previous run are sent
-//!   first on [`PredictionLog::start`].
+//!   a compact form for the local sink, whose JSON lines a thread of idle priority formats: see
+//!   `docs/prediction-log.md`); I/O happens on the background task.
+//! - When the sink is down or slow, or (local sink) every core is busy, and the queue holds
+//!   [`LogConfig::queue_capacity`] records, records go to an append-only spill directory on local
+//!   disk, and are sent from there, in order, once the sink takes them again. Records left in the
+//!   spill by a previous run are sent first on [`PredictionLog::start`].
 //! - [`PredictionLog::shutdown`] sends what it can before a deadline and spills the rest.
 //!
 //! The record format, the sinks and the delivery guarantees are documented for consumers in

@@ -22,7 +22,7 @@ use crate::config::LogConfig;
 use crate::format::{Formatter, PATIENCE};
 use crate::log::{EARLY_WRITE_BYTES, Shared};
 use crate::queued::{Requests, merge};
-use crate::sink::{Encoded, LOCAL_BATCH_BYTES, Sink, record_count};
+use crate::sink::{Encoded, Sink, record_count};
 use crate::spill::{Content, Spill};
 
 /// How long the task keeps going when every handle was dropped without a shutdown.
@@ -104,8 +104,10 @@ struct Buffers {
 
 /// Chunk buffers kept for reuse: one being filled while another is written.
 const RECYCLE_BUFFERS: usize = 2;
-/// The largest chunk buffer kept for reuse: the local sink's batch limit.
-const RECYCLE_MAX_BYTES: usize = LOCAL_BATCH_BYTES;
+/// The largest chunk buffer kept for reuse: the lines of a batch of requests (up to about two
+/// chunks, ~4.5 MiB of lines each); not a batch read from a spill of lines (up to the local
+/// sink's batch limit, 64 MiB).
+const RECYCLE_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// The most memory kept per buffer for the requests taken from the queues (a few times what makes
 /// an early write, so that a busy server keeps it, but not what a backlog grew it to).
 const RECYCLE_MAX_REQUEST_BYTES: usize = 4 * EARLY_WRITE_BYTES;
@@ -236,7 +238,8 @@ impl Buffers {
 
     /// Keeps an emptied chunk of requests for the next drain.
     fn recycle_requests(&mut self, mut chunk: Requests) {
-        if self.spare_requests.len() < RECYCLE_REQUEST_CHUNKS && chunk.capacity() <= 2 * DRAIN_CHUNK_BYTES {
+        // A batch merges chunks up to about twice the chunk size.
+        if self.spare_requests.len() < RECYCLE_REQUEST_CHUNKS && chunk.capacity() <= 4 * DRAIN_CHUNK_BYTES {
             chunk.clear();
             self.spare_requests.push(chunk);
         }
@@ -686,10 +689,10 @@ impl Worker {
                 Ok(failed) if failed.is_empty() => {
                     let count = record_count(&batch.records);
                     self.count_sent(&batch.origin, count);
-                    match batch.origin {
-                        Origin::Spill { seq, end } => self.buffers.spill.ack(seq, end, 0),
-                        Origin::Memory => self.buffers.recycle(batch.records),
+                    if let Origin::Spill { seq, end } = batch.origin {
+                        self.buffers.spill.ack(seq, end, 0);
                     }
+                    self.buffers.recycle(batch.records);
                     return Delivery::Sent;
                 }
                 Ok(failed) => {

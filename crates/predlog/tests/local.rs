@@ -195,7 +195,7 @@ async fn a_backlog_taken_at_once_goes_to_the_spill_a_chunk_at_a_time_in_order() 
     let mut config = config(dir.path());
     config.queue_capacity = 10_000;
     let log = PredictionLog::start(config).await.unwrap();
-    // ~240 bytes a line: about 20 MiB, three chunks.
+    // ~90 bytes a one-ride request in the compact form: about 8 MiB, several chunks.
     const N: u64 = 90_000;
     for i in 0..N {
         log.log(record(i));
@@ -306,6 +306,72 @@ async fn requests_spilled_compactly_are_sent_by_the_next_run_and_damaged_frames_
     assert_eq!(ride_ids(&read_segments(&logs).0), expected, "every readable record once, in order");
     let spill_left: Vec<_> = std::fs::read_dir(logs.join("spill")).unwrap().collect();
     assert!(spill_left.is_empty(), "spill emptied: {spill_left:?}");
+}
+
+/// Lines are formatted on a thread of idle priority: with every core kept busy by threads of
+/// normal priority it gets next to no CPU, and the background task formats a batch itself once
+/// it has waited a second. So records are still written, within seconds, on a machine never idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_written_while_every_core_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PredictionLog::start(config(dir.path())).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let hogs: Vec<_> = (0..cores)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut spins = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    spins = std::hint::black_box(spins.wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    const N: u64 = 1000;
+    for i in 0..N {
+        log.log(record(i));
+    }
+    let started = Instant::now();
+    wait_until("the records written", Duration::from_secs(20), || log.counters().sent == N).await;
+    eprintln!("written {:?} after logging, {cores} cores busy", started.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    let counters = log.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((counters.sent, counters.dropped, counters.spilled), (N, 0, 0));
+    let logs = dir.path().join("logs");
+    assert_eq!(ride_ids(&read_segments(&logs).0), expected(0..N));
+}
+
+/// The formatting thread (`predlog-format`) is scheduled `SCHED_IDLE` (policy 5 in
+/// `/proc/<pid>/task/<tid>/stat`, field 41).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_formatting_thread_has_idle_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PredictionLog::start(config(dir.path())).await.unwrap();
+    let policies = || -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?.path();
+                let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+                if comm.trim() != "predlog-format" {
+                    return None;
+                }
+                let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+                // Fields after the command (which is in parentheses): field 3 is the first.
+                let after = &stat[stat.rfind(')')? + 2..];
+                after.split(' ').nth(41 - 3).map(str::to_owned)
+            })
+            .collect()
+    };
+    wait_until("a formatting thread", Duration::from_secs(5), || !policies().is_empty()).await;
+    let policies = policies();
+    assert!(policies.iter().all(|policy| policy == "5"), "SCHED_IDLE is 5: {policies:?}");
+    log.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
