@@ -152,23 +152,7 @@ impl Buffers {
             encoded.push(record);
         }
         self.spare = taken;
-        self.store(encoded, spill_all);
-    }
-
-    /// Puts encoded records in `pending`, or the spill when it is not empty or `spill_all`; spills
-    /// everything in memory once it holds `capacity` records.
-    fn store(&mut self, encoded: Vec<Encoded>, spill_all: bool) {
-        if spill_all || self.spill.backlog() > 0 {
-            self.spill(&encoded);
-            self.recycle(encoded);
-            return;
-        }
-        self.pending.extend(encoded);
-        let in_memory = self.shared.stats.memory.load(Relaxed);
-        if in_memory >= self.capacity as u64 {
-            debug!(records = in_memory, "prediction log queue full; spilling");
-            self.spill_pending();
-        }
+        self.store(Content::Lines(encoded), spill_all);
     }
 
     /// Takes the requests of every thread's queue (local sink) and copies them, merged in the
@@ -183,7 +167,7 @@ impl Buffers {
             loop {
                 let mut chunk = self.spare_requests.pop().unwrap_or_default();
                 let done = merge(&self.queues, &mut cursors, &mut chunk, DRAIN_CHUNK_BYTES);
-                self.store_requests(chunk, spill_all);
+                self.store(Content::Requests(chunk), spill_all);
                 if done {
                     break;
                 }
@@ -198,42 +182,6 @@ impl Buffers {
                 *requests = Requests::default();
             }
         }
-    }
-
-    /// Puts a chunk of requests in `pending_requests`, or the spill when it is not empty or
-    /// `spill_all`; spills everything in memory once it holds `capacity` records.
-    fn store_requests(&mut self, chunk: Requests, spill_all: bool) {
-        if chunk.is_empty() {
-            self.recycle_requests(chunk);
-            return;
-        }
-        if spill_all || self.spill.backlog() > 0 {
-            self.spill_requests(chunk);
-            return;
-        }
-        self.pending_requests.push_back(chunk);
-        let in_memory = self.shared.stats.memory.load(Relaxed);
-        if in_memory >= self.capacity as u64 {
-            debug!(records = in_memory, "prediction log queue full; spilling");
-            self.spill_pending();
-        }
-    }
-
-    /// Appends a chunk of requests (from memory) to the spill, as one frame.
-    fn spill_requests(&mut self, chunk: Requests) {
-        let stats = &self.shared.stats;
-        let count = chunk.count() as u64;
-        match self.spill.append_requests(&chunk) {
-            Ok(()) => {
-                stats.spilled.fetch_add(count, Relaxed);
-            }
-            Err(error) => {
-                error!(%error, records = count, "cannot write to the spill; records lost");
-                stats.dropped.fetch_add(count, Relaxed);
-            }
-        }
-        stats.memory.fetch_sub(count, Relaxed);
-        self.recycle_requests(chunk);
     }
 
     /// Keeps an emptied chunk of requests for the next drain.
@@ -297,32 +245,57 @@ impl Buffers {
         (taken, listed)
     }
 
-    /// Appends records (from memory) to the spill.
-    fn spill(&mut self, records: &[Encoded]) {
-        if records.is_empty() {
+    /// Puts records in memory (`pending` or `pending_requests`), or the spill when it is not
+    /// empty or `spill_all`; spills everything in memory once it holds `capacity` records.
+    fn store(&mut self, content: Content, spill_all: bool) {
+        if spill_all || self.spill.backlog() > 0 {
+            self.spill(content);
             return;
         }
-        let stats = &self.shared.stats;
-        let count = record_count(records) as u64;
-        match self.spill.append(records) {
-            Ok(()) => {
-                stats.spilled.fetch_add(count, Relaxed);
-            }
-            Err(error) => {
-                error!(%error, records = count, "cannot write to the spill; records lost");
-                stats.dropped.fetch_add(count, Relaxed);
-            }
+        match content {
+            Content::Lines(encoded) => self.pending.extend(encoded),
+            Content::Requests(requests) if requests.is_empty() => self.recycle_requests(requests),
+            Content::Requests(requests) => self.pending_requests.push_back(requests),
         }
-        stats.memory.fetch_sub(count, Relaxed);
+        let in_memory = self.shared.stats.memory.load(Relaxed);
+        if in_memory >= self.capacity as u64 {
+            debug!(records = in_memory, "prediction log queue full; spilling");
+            self.spill_pending();
+        }
+    }
+
+    /// Appends records (from memory) to the spill: lines as they are, requests as one frame.
+    fn spill(&mut self, content: Content) {
+        let count = content.count() as u64;
+        if count > 0 {
+            let stats = &self.shared.stats;
+            let written = match &content {
+                Content::Lines(records) => self.spill.append(records),
+                Content::Requests(requests) => self.spill.append_requests(requests),
+            };
+            match written {
+                Ok(()) => {
+                    stats.spilled.fetch_add(count, Relaxed);
+                }
+                Err(error) => {
+                    error!(%error, records = count, "cannot write to the spill; records lost");
+                    stats.dropped.fetch_add(count, Relaxed);
+                }
+            }
+            stats.memory.fetch_sub(count, Relaxed);
+        }
+        match content {
+            Content::Lines(records) => self.recycle(records),
+            Content::Requests(requests) => self.recycle_requests(requests),
+        }
     }
 
     /// Spills everything waiting in memory, in order.
     fn spill_pending(&mut self) {
         let pending = Vec::from(std::mem::take(&mut self.pending));
-        self.spill(&pending);
-        self.recycle(pending);
+        self.spill(Content::Lines(pending));
         while let Some(chunk) = self.pending_requests.pop_front() {
-            self.spill_requests(chunk);
+            self.spill(Content::Requests(chunk));
         }
     }
 
