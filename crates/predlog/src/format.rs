@@ -9,8 +9,14 @@
 //! is never idle still sees its log, the background task formats a batch itself when the thread
 //! has not done it within [`PATIENCE`]: at most one batch (a few MiB of lines) a second, a
 //! sliver of a core.
+//!
+//! The thread holds at most one job: one given up on (the task formatted that batch itself) is
+//! cancelled, and no other is sent until the thread has handed it back, so that jobs (and their
+//! buffers) never pile up on a thread that gets no core.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -24,15 +30,29 @@ use crate::sink::Encoded;
 /// How long the background task waits for the thread before formatting a batch itself.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(1);
 
+/// What the thread hands back: the lines, or the buffer of a job cancelled before it started.
+pub(crate) type Formatted = Result<Encoded, Vec<u8>>;
+
 struct Job {
     requests: Arc<Requests>,
     lines: Vec<u8>,
-    done: oneshot::Sender<Encoded>,
+    cancel: Arc<AtomicBool>,
+    done: oneshot::Sender<Formatted>,
+}
+
+/// A job sent to the thread.
+pub(crate) struct Ticket {
+    pub done: oneshot::Receiver<Formatted>,
+    cancel: Arc<AtomicBool>,
 }
 
 /// The formatting thread's handle (the thread ends when it is dropped).
 pub(crate) struct Formatter {
     jobs: Option<mpsc::Sender<Job>>,
+    /// The job given up on while the thread still holds it.
+    abandoned: Option<Ticket>,
+    /// A lines buffer the thread handed back, for the next batch formatted here.
+    spare: Option<Vec<u8>>,
     /// For formatting on the background task.
     writer: LineWriter,
 }
@@ -46,15 +66,15 @@ impl Formatter {
             lower_priority();
             let mut writer = LineWriter::default();
             while let Ok(job) = inbox.recv() {
-                // The task formatted it itself meanwhile (or gave up on it).
-                if job.done.is_closed() {
+                if job.cancel.load(Relaxed) || job.done.is_closed() {
+                    let _ = job.done.send(Err(job.lines));
                     continue;
                 }
                 let mut out = Encoded { lines: job.lines, count: 0, key: String::new() };
                 out.lines.clear();
                 job.requests.encode(&mut writer, &mut out);
                 drop(job.requests);
-                let _ = job.done.send(out);
+                let _ = job.done.send(Ok(out));
             }
         });
         let jobs = match started {
@@ -64,21 +84,40 @@ impl Formatter {
                 None
             }
         };
-        Formatter { jobs, writer: LineWriter::default() }
+        Formatter { jobs, abandoned: None, spare: None, writer: LineWriter::default() }
     }
 
     /// A formatter without a thread (Kinesis: its records come serialized).
     pub fn none() -> Self {
-        Formatter { jobs: None, writer: LineWriter::default() }
+        Formatter { jobs: None, abandoned: None, spare: None, writer: LineWriter::default() }
     }
 
-    /// Sends `requests` to the thread; their lines come on the receiver (in `lines`, cleared
-    /// first). `Err` gives `lines` back when there is no thread.
-    pub fn submit(&mut self, requests: Arc<Requests>, lines: Vec<u8>) -> Result<oneshot::Receiver<Encoded>, Vec<u8>> {
+    /// Whether a job can be sent now: there is a thread, and it has handed back the job given up
+    /// on, if any.
+    pub fn ready(&mut self) -> bool {
+        if self.jobs.is_none() {
+            return false;
+        }
+        if let Some(ticket) = &mut self.abandoned {
+            match ticket.done.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => return false,
+                Ok(Ok(encoded)) => self.spare = Some(encoded.lines),
+                Ok(Err(lines)) => self.spare = Some(lines),
+                Err(oneshot::error::TryRecvError::Closed) => {}
+            }
+            self.abandoned = None;
+        }
+        true
+    }
+
+    /// Sends `requests` to the thread (see [`Formatter::ready`]); their lines come on the
+    /// ticket (in `lines`, cleared first). `Err` gives `lines` back when there is no thread.
+    pub fn submit(&mut self, requests: Arc<Requests>, lines: Vec<u8>) -> Result<Ticket, Vec<u8>> {
         let Some(jobs) = &self.jobs else { return Err(lines) };
         let (done, receiver) = oneshot::channel();
-        match jobs.send(Job { requests, lines, done }) {
-            Ok(()) => Ok(receiver),
+        let cancel = Arc::new(AtomicBool::new(false));
+        match jobs.send(Job { requests, lines, cancel: cancel.clone(), done }) {
+            Ok(()) => Ok(Ticket { done: receiver, cancel }),
             Err(mpsc::SendError(job)) => {
                 warn!("the prediction log's formatting thread ended; formatting on its task");
                 self.jobs = None;
@@ -87,8 +126,16 @@ impl Formatter {
         }
     }
 
-    /// Formats `requests` here (into `lines`, cleared).
-    pub fn format_here(&mut self, requests: &Requests, mut lines: Vec<u8>) -> Encoded {
+    /// Gives up on a job: the thread skips it if it has not started it, and no other job is sent
+    /// until it has handed it back.
+    pub fn give_up(&mut self, ticket: Ticket) {
+        ticket.cancel.store(true, Relaxed);
+        self.abandoned = Some(ticket);
+    }
+
+    /// Formats `requests` here, into `lines` (or a buffer the thread handed back).
+    pub fn format_here(&mut self, requests: &Requests, lines: Option<Vec<u8>>) -> Encoded {
+        let mut lines = lines.or_else(|| self.spare.take()).unwrap_or_default();
         lines.clear();
         let mut out = Encoded { lines, count: 0, key: String::new() };
         requests.encode(&mut self.writer, &mut out);

@@ -38,11 +38,15 @@ const RIDE_BYTES: usize = 5 * 8 + 1 + 4;
 /// Bytes of a spill frame's header: the magic `LPRQ`, the format version (u8, 1), the byte order
 /// of the requests' numbers (u8: 1 little-endian, 2 big-endian: they are copied as the process
 /// holds them, so a spill is read back on a machine of the same byte order), two reserved bytes,
-/// the payload's length (u32), its records (u32), its CRC-32 (u32) and four reserved bytes; the
-/// header's own numbers are little-endian. The payload: the number of models (u32 LE), each
+/// the payload's length (u32, at most [`MAX_FRAME_PAYLOAD`]), its records (u32), the payload's
+/// CRC-32 (u32) and the CRC-32 of the header's first 20 bytes (u32); the header's own numbers are
+/// little-endian. The payload: the number of models (u32 LE), each
 /// model's name and version (u32 LE length and UTF-8 bytes each), then the requests as in
 /// [`Requests`], model indices into that table.
 pub(crate) const FRAME_HEADER_BYTES: usize = 24;
+/// The largest payload a frame may declare (frames are chunks of ~1 MiB): a larger length is a
+/// damaged header, not an allocation to make.
+const MAX_FRAME_PAYLOAD: u32 = 64 * 1024 * 1024;
 const FRAME_MAGIC: &[u8; 4] = b"LPRQ";
 const FRAME_VERSION: u8 = 1;
 const BYTE_ORDER: u8 = if cfg!(target_endian = "little") { 1 } else { 2 };
@@ -58,8 +62,8 @@ pub(crate) struct FrameHeader {
 /// Why a frame cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FrameError {
-    /// Not a frame this version writes (or the bytes are not a frame at all): what follows cannot
-    /// be found.
+    /// Not a frame this version writes, a damaged header, or not a frame at all: where the next
+    /// frame starts is unknown.
     Unknown(&'static str),
     /// Cut short: the end of a segment a crash tore.
     Torn,
@@ -85,6 +89,8 @@ impl FrameHeader {
         bytes[8..12].copy_from_slice(&self.payload_bytes.to_le_bytes());
         bytes[12..16].copy_from_slice(&self.records.to_le_bytes());
         bytes[16..20].copy_from_slice(&self.checksum.to_le_bytes());
+        let own = crc32fast::hash(&bytes[..20]);
+        bytes[20..24].copy_from_slice(&own.to_le_bytes());
         bytes
     }
 
@@ -103,7 +109,17 @@ impl FrameHeader {
             return Err(FrameError::Unknown("spill frame of another byte order"));
         }
         let le = |at: usize| u32::from_le_bytes(array(bytes, at));
-        Ok(FrameHeader { payload_bytes: le(8), records: le(12), checksum: le(16) })
+        if crc32fast::hash(&bytes[..20]) != le(20) {
+            return Err(FrameError::Unknown("damaged spill frame header"));
+        }
+        let header = FrameHeader { payload_bytes: le(8), records: le(12), checksum: le(16) };
+        // Each record takes at least a ride's fixed bytes.
+        if header.payload_bytes > MAX_FRAME_PAYLOAD
+            || u64::from(header.records) * RIDE_BYTES as u64 > u64::from(header.payload_bytes)
+        {
+            return Err(FrameError::Unknown("implausible spill frame header"));
+        }
+        Ok(header)
     }
 
     /// The frame's whole length, header included.
@@ -645,6 +661,9 @@ mod tests {
         let mut other = frame.to_vec();
         other[4] = 2;
         assert!(matches!(FrameHeader::parse(&other), Err(FrameError::Unknown(_))));
+        let mut length = frame.to_vec();
+        length[9] ^= 1;
+        assert_eq!(FrameHeader::parse(&length), Err(FrameError::Unknown("damaged spill frame header")));
         other[..4].copy_from_slice(b"{\"sc");
         assert!(matches!(FrameHeader::parse(&other), Err(FrameError::Unknown("not a spill frame"))));
     }

@@ -439,6 +439,7 @@ impl Spill {
                     Err(error) => (error, 1),
                 };
                 let (unreadable, lost) = unreadable;
+                let aside = matches!(unreadable, FrameError::Unknown(_));
                 if writer_open {
                     // Unreachable in practice: the writer only writes whole frames.
                     warn!(segment = front.name, error = %unreadable, "spill segment ends with a partial frame");
@@ -447,6 +448,17 @@ impl Spill {
                 // Nothing after it can be found: the rest of the segment is lost, counted as when
                 // the spill was opened.
                 warn!(segment = front.name, offset = base, bytes = available, records = lost, error = %unreadable, "skipping the unreadable end of a spill segment");
+                if aside {
+                    // Not a torn end: a frame of another version or byte order, or damage. The
+                    // file is kept (renamed, so that it is not read again) for someone to look at.
+                    let kept = self.dir.join(format!("{}.unreadable", front.name));
+                    match fs::rename(&path, &kept) {
+                        Ok(()) => warn!(kept = %kept.display(), "kept the unreadable spill segment aside"),
+                        Err(error) => {
+                            error!(segment = %path.display(), %error, "cannot rename an unreadable spill segment")
+                        }
+                    }
+                }
                 front.consumed = front.len;
                 self.stats.corrupt.fetch_add(lost, Relaxed);
                 self.stats.backlog.fetch_sub(lost, Relaxed);
@@ -668,6 +680,29 @@ impl Spill {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_of_frames_it_cannot_read_is_kept_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = "spill-09000000000000000000-aaaaaaaaaaaa.requests";
+        // A frame of a later format version (or of the other byte order): its length cannot be
+        // trusted, so nothing after it can be found.
+        let mut frame = b"LPRQ\x02\x01\0\0".to_vec();
+        frame.extend_from_slice(&[0; 200]);
+        fs::write(dir.path().join(name), &frame).expect("write");
+        let stats = Arc::new(Stats::default());
+        let mut spill = Spill::open(dir.path(), stats.clone()).expect("open");
+        assert_eq!(spill.backlog(), 1, "counted as one unreadable record");
+        assert!(spill.read_batch(usize::MAX, usize::MAX, false).expect("read").is_none());
+        assert_eq!((stats.corrupt.load(Relaxed), spill.backlog()), (1, 0));
+        assert!(!dir.path().join(name).exists());
+        let kept = fs::read(dir.path().join(format!("{name}.unreadable"))).expect("kept aside");
+        assert_eq!(kept, frame);
+        // Not read again by the next run.
+        drop(spill);
+        let spill = Spill::open(dir.path(), Arc::new(Stats::default())).expect("reopen");
+        assert_eq!(spill.backlog(), 0);
+    }
 
     #[test]
     fn the_local_sinks_batch_is_whole_lines_within_the_limits() {

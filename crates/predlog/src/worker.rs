@@ -598,44 +598,68 @@ impl Worker {
     }
 
     /// Turns a batch's requests into lines: on the formatting thread, or here when it has not done
-    /// so within [`PATIENCE`] (the machine had no idle core meanwhile) or when closing. `None` if
-    /// the shutdown deadline passed meanwhile: the batch was then put back.
+    /// so within [`PATIENCE`] (the machine had no idle core meanwhile; the wait is what limits
+    /// the formatting here to a batch per `PATIENCE`) or when closing. `None` if the shutdown
+    /// deadline passed meanwhile: the batch was then put back.
     async fn format(&mut self, mut batch: Batch) -> Option<Batch> {
         let Some(requests) = batch.unformatted.take() else { return Some(batch) };
         let requests = Arc::new(requests);
-        let lines = self.buffers.recycled.pop().unwrap_or_default();
-        let lines = match self.formatter.submit(requests.clone(), lines) {
-            Err(lines) => lines,
-            Ok(mut done) => {
-                let until = Instant::now() + PATIENCE;
-                loop {
-                    // In slices, so that a shutdown starting meanwhile is seen.
-                    let slice = tokio::time::timeout_at(until.min(Instant::now() + SLICE), &mut done);
-                    match pump(&mut self.buffers, &mut self.control, slice).await {
-                        None => {
-                            batch.unformatted = Some(Arc::unwrap_or_clone(requests));
-                            self.abandon(batch);
-                            return None;
-                        }
-                        Some(Ok(Ok(encoded))) => {
-                            batch.records.push(encoded);
-                            break;
-                        }
-                        // The thread is gone.
-                        Some(Ok(Err(_))) => break,
-                        Some(Err(_)) if Instant::now() < until && !self.control.closing() => {}
-                        Some(Err(_)) => {
-                            debug!(
-                                records = requests.count(),
-                                "no idle core to format the prediction log; formatting here"
-                            );
-                            break;
-                        }
+        let mut lines = Some(self.buffers.recycled.pop().unwrap_or_default());
+        let mut ticket = None;
+        let until = Instant::now() + PATIENCE;
+        // While closing, formatted here at once: the thread may get no core before the deadline.
+        while !self.control.closing() && Instant::now() < until {
+            // Not ready: the thread has not handed back a batch given up on; wait all the same.
+            if ticket.is_none() && self.formatter.ready() {
+                match self.formatter.submit(requests.clone(), lines.take().unwrap_or_default()) {
+                    Ok(submitted) => ticket = Some(submitted),
+                    Err(back) => {
+                        lines = Some(back);
+                        break;
                     }
                 }
-                Vec::new()
             }
-        };
+            // In slices, so that a shutdown starting meanwhile is seen.
+            let slice = until.min(Instant::now() + SLICE);
+            let waited = match ticket.as_mut() {
+                Some(ticket) => {
+                    let done = tokio::time::timeout_at(slice, &mut ticket.done);
+                    pump(&mut self.buffers, &mut self.control, done).await.map(Result::ok)
+                }
+                None => {
+                    pump(&mut self.buffers, &mut self.control, tokio::time::sleep_until(slice)).await.map(|()| None)
+                }
+            };
+            match waited {
+                None => {
+                    if let Some(ticket) = ticket.take() {
+                        self.formatter.give_up(ticket);
+                    }
+                    batch.unformatted = Some(Arc::unwrap_or_clone(requests));
+                    self.abandon(batch);
+                    return None;
+                }
+                Some(None) => {}
+                Some(Some(Ok(Ok(encoded)))) => {
+                    ticket = None;
+                    batch.records.push(encoded);
+                    break;
+                }
+                // Skipped (not asked for), or the thread is gone.
+                Some(Some(Ok(Err(back)))) => {
+                    (ticket, lines) = (None, Some(back));
+                    break;
+                }
+                Some(Some(Err(_))) => {
+                    ticket = None;
+                    break;
+                }
+            }
+        }
+        if let Some(ticket) = ticket {
+            debug!(records = requests.count(), "no idle core to format the prediction log; formatting here");
+            self.formatter.give_up(ticket);
+        }
         if batch.records.is_empty() {
             batch.records.push(self.formatter.format_here(&requests, lines));
         }
