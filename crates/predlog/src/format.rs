@@ -157,3 +157,62 @@ fn lower_priority() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{PredictionRecord, RideFeatures, SCHEMA_VERSION};
+
+    fn requests() -> Arc<Requests> {
+        let record = PredictionRecord {
+            schema: SCHEMA_VERSION,
+            ride_id: "r1",
+            event_time_ms: None,
+            received_at_ms: 5,
+            features: RideFeatures { pu_location_id: 1, do_location_id: 2, trip_distance: 3.5 },
+            prediction: 12.0,
+            model_name: "m",
+            model_version: "1",
+            latency_us: 7,
+        };
+        let mut requests = Requests::default();
+        requests.push_record(&record, std::time::Instant::now());
+        Arc::new(requests)
+    }
+
+    #[test]
+    fn the_thread_formats_a_job_into_the_buffer_it_was_given() {
+        let mut formatter = Formatter::start();
+        assert!(formatter.ready());
+        let requests = requests();
+        let ticket = formatter.submit(requests.clone(), Vec::with_capacity(4096)).expect("a thread");
+        let out = ticket.done.blocking_recv().expect("handed back").expect("formatted");
+        assert_eq!(out.count, 1);
+        assert!(out.lines.capacity() >= 4096, "the buffer given");
+        assert_eq!(out.lines, formatter.format_here(&requests, None).lines);
+    }
+
+    #[test]
+    fn a_job_given_up_on_holds_back_the_next_until_the_thread_hands_it_back() {
+        // The test plays the thread.
+        let (jobs, inbox) = mpsc::channel();
+        let mut formatter = Formatter { jobs: Some(jobs), abandoned: None, spare: None, writer: LineWriter::default() };
+        let requests = requests();
+        let ticket = formatter.submit(requests.clone(), vec![1, 2, 3]).expect("sent");
+        formatter.give_up(ticket);
+        assert!(!formatter.ready(), "the thread still holds the job given up on");
+        let job = inbox.recv().expect("a job");
+        assert!(job.cancel.load(Relaxed), "cancelled");
+        job.done.send(Err(job.lines)).expect("handed back");
+        assert!(formatter.ready());
+        assert!(inbox.try_recv().is_err(), "nothing else was sent");
+        // Its buffer serves the next batch formatted here.
+        assert_eq!(formatter.spare.as_deref(), Some(&[1, 2, 3][..]));
+        let out = formatter.format_here(&requests, None);
+        assert!(formatter.spare.is_none() && out.count == 1);
+
+        let mut none = Formatter::none();
+        assert!(!none.ready());
+        assert_eq!(none.submit(requests, vec![9]).err(), Some(vec![9]), "no thread: the buffer back");
+    }
+}
