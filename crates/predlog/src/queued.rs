@@ -319,11 +319,11 @@ impl Requests {
 
     /// The requests of a frame's payload (its header already read and checked). Every length and
     /// index is checked, so that a damaged frame is refused rather than misread.
-    pub fn from_frame(header: &FrameHeader, payload: &[u8]) -> Result<Requests, FrameError> {
+    pub fn from_frame(header: &FrameHeader, mut payload: Vec<u8>) -> Result<Requests, FrameError> {
         if payload.len() != header.payload_bytes as usize {
             return Err(FrameError::Torn);
         }
-        if crc32fast::hash(payload) != header.checksum {
+        if crc32fast::hash(&payload) != header.checksum {
             return Err(FrameError::Damaged("checksum mismatch"));
         }
         let damaged = FrameError::Damaged;
@@ -374,7 +374,9 @@ impl Requests {
         if count != header.records as usize {
             return Err(damaged("record count mismatch"));
         }
-        requests.bytes = bytes.to_vec();
+        // The requests are the payload past the model table: moved down in place, not copied.
+        payload.drain(..at);
+        requests.bytes = payload;
         requests.count = count;
         Ok(requests)
     }
@@ -625,7 +627,7 @@ mod tests {
         let header = FrameHeader::parse(frame).expect("header");
         assert_eq!(header.records, 6);
         assert_eq!(header.frame_bytes(), frame.len() as u64);
-        let back = Requests::from_frame(&header, &frame[FRAME_HEADER_BYTES..]).expect("frame");
+        let back = Requests::from_frame(&header, frame[FRAME_HEADER_BYTES..].to_vec()).expect("frame");
         let lines = |requests: &Requests| {
             let mut out = Encoded::default();
             requests.encode(&mut LineWriter::default(), &mut out);
@@ -636,25 +638,25 @@ mod tests {
 
         let payload = &frame[FRAME_HEADER_BYTES..];
         assert_eq!(
-            Requests::from_frame(&header, &payload[..payload.len() - 1]).expect_err("refused"),
+            Requests::from_frame(&header, payload[..payload.len() - 1].to_vec()).expect_err("refused"),
             FrameError::Torn
         );
         let mut flipped = payload.to_vec();
         flipped[40] ^= 1;
         assert_eq!(
-            Requests::from_frame(&header, &flipped).expect_err("refused"),
+            Requests::from_frame(&header, flipped).expect_err("refused"),
             FrameError::Damaged("checksum mismatch")
         );
         // A consistent checksum over inconsistent contents: the walk refuses it.
         let lying = FrameHeader { records: 7, ..header };
         assert_eq!(
-            Requests::from_frame(&lying, payload).expect_err("refused"),
+            Requests::from_frame(&lying, payload.to_vec()).expect_err("refused"),
             FrameError::Damaged("record count mismatch")
         );
         let cut = payload[..payload.len() - 1].to_vec();
         let cut_header = FrameHeader { payload_bytes: cut.len() as u32, checksum: crc32fast::hash(&cut), ..header };
         assert_eq!(
-            Requests::from_frame(&cut_header, &cut).expect_err("refused"),
+            Requests::from_frame(&cut_header, cut).expect_err("refused"),
             FrameError::Damaged("truncated ride id")
         );
         assert!(matches!(FrameHeader::parse(&frame[..10]), Err(FrameError::Torn)));

@@ -78,6 +78,15 @@ impl Content {
     }
 }
 
+/// What reading a frame gave.
+enum FrameRead {
+    Batch(SpillBatch),
+    /// A damaged frame or an unreadable end was skipped: read on.
+    Skipped,
+    /// Nothing to read now.
+    Wait,
+}
+
 /// Records read from the front of the spill; acknowledged with [`Spill::ack`].
 pub(crate) struct SpillBatch {
     pub content: Content,
@@ -131,10 +140,7 @@ fn count_frames(path: &Path, mut offset: u64) -> io::Result<u64> {
     let len = file.metadata()?.len();
     let mut records = 0;
     while offset < len {
-        let mut head = [0; FRAME_HEADER_BYTES];
-        file.seek(SeekFrom::Start(offset))?;
-        let read = read_up_to(&mut file, &mut head)?;
-        match FrameHeader::parse(&head[..read]) {
+        match read_header(&mut file, offset)? {
             Ok(header) if offset + header.frame_bytes() <= len => {
                 records += u64::from(header.records);
                 offset += header.frame_bytes();
@@ -148,16 +154,12 @@ fn count_frames(path: &Path, mut offset: u64) -> io::Result<u64> {
     Ok(records)
 }
 
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut read = 0;
-    while read < buf.len() {
-        match file.read(&mut buf[read..])? {
-            0 => break,
-            n => read += n,
-        }
-    }
-    Ok(read)
+/// The header of the frame at `offset` (`Torn` when the file ends first).
+fn read_header(file: &mut File, offset: u64) -> io::Result<Result<FrameHeader, FrameError>> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut head = Vec::with_capacity(FRAME_HEADER_BYTES);
+    file.take(FRAME_HEADER_BYTES as u64).read_to_end(&mut head)?;
+    Ok(FrameHeader::parse(&head))
 }
 
 /// Lines from `offset` to the end of the file, a torn tail counting as one.
@@ -277,18 +279,28 @@ impl Spill {
         if requests.is_empty() {
             return Ok(());
         }
-        let mut frame = std::mem::take(&mut self.frame);
-        frame.clear();
-        requests.write_frame(&mut frame);
+        let frame = self.frame_of(requests);
         let result = self.append_with(Kind::Requests, requests.count() as u64, |file| {
             file.write_all(&frame)?;
             Ok(frame.len() as u64)
         });
-        // A frame of a huge backlog should not keep its memory.
+        self.keep_frame(frame);
+        result
+    }
+
+    /// `requests` as a frame, in the buffer kept from the last one.
+    fn frame_of(&mut self, requests: &Requests) -> Vec<u8> {
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        requests.write_frame(&mut frame);
+        frame
+    }
+
+    /// Keeps a frame's buffer for the next one (unless a huge batch grew it).
+    fn keep_frame(&mut self, frame: Vec<u8>) {
         if frame.capacity() <= 16 << 20 {
             self.frame = frame;
         }
-        result
     }
 
     /// Appends `records` records with `write` to the last segment, or a new one when there is
@@ -340,27 +352,28 @@ impl Spill {
         if count == 0 {
             return Ok(());
         }
-        let kind = match content {
-            Content::Lines(_) => Kind::Lines,
-            Content::Requests(_) => Kind::Requests,
+        let (kind, frame, lines): (_, _, &[Encoded]) = match content {
+            Content::Lines(records) => (Kind::Lines, None, records),
+            Content::Requests(requests) => (Kind::Requests, Some(self.frame_of(requests)), &[]),
         };
         let (mut segment, mut file) = self.new_segment(self.next_front, kind)?;
         self.next_front -= 1;
         let path = self.dir.join(&segment.name);
         let written = blocking(|| {
-            let written = match content {
-                Content::Lines(records) => Self::write_lines(&mut file, records)?,
-                Content::Requests(requests) => {
-                    let mut frame = Vec::new();
-                    requests.write_frame(&mut frame);
-                    file.write_all(&frame)?;
+            let written = match &frame {
+                Some(frame) => {
+                    file.write_all(frame)?;
                     frame.len() as u64
                 }
+                None => Self::write_lines(&mut file, lines)?,
             };
             file.sync_data()?;
             sync_dir(&self.dir)?;
             Ok::<_, io::Error>(written)
         });
+        if let Some(frame) = frame {
+            self.keep_frame(frame);
+        }
         segment.len = match written {
             Ok(written) => written,
             Err(error) => {
@@ -404,66 +417,11 @@ impl Spill {
                 return Ok(None);
             }
             if front.kind == Kind::Requests {
-                // One frame (a chunk of the background task's, a few MiB of lines at most).
-                let base = front.consumed;
-                let mut file = File::open(&path)?;
-                file.seek(SeekFrom::Start(base))?;
-                let mut head = [0; FRAME_HEADER_BYTES];
-                let read = read_up_to(&mut file, &mut head)?;
-                let unreadable = match FrameHeader::parse(&head[..read]) {
-                    Ok(header) if header.frame_bytes() <= available => {
-                        let mut payload = vec![0; header.payload_bytes as usize];
-                        file.read_exact(&mut payload)?;
-                        let end = base + header.frame_bytes();
-                        match Requests::from_frame(&header, &payload) {
-                            Ok(requests) => {
-                                return Ok(Some(SpillBatch {
-                                    content: Content::Requests(requests),
-                                    seq: front.seq,
-                                    end,
-                                }));
-                            }
-                            Err(error) => {
-                                let records = u64::from(header.records);
-                                warn!(segment = front.name, offset = base, records, %error, "skipping a damaged spill frame");
-                                front.consumed = end;
-                                self.stats.corrupt.fetch_add(records, Relaxed);
-                                self.stats.backlog.fetch_sub(records, Relaxed);
-                                self.cursor_dirty = true;
-                                continue;
-                            }
-                        }
-                    }
-                    // Counted as its records (see `count_frames`).
-                    Ok(header) => (FrameError::Torn, u64::from(header.records).max(1)),
-                    Err(error) => (error, 1),
-                };
-                let (unreadable, lost) = unreadable;
-                let aside = matches!(unreadable, FrameError::Unknown(_));
-                if writer_open {
-                    // Unreachable in practice: the writer only writes whole frames.
-                    warn!(segment = front.name, error = %unreadable, "spill segment ends with a partial frame");
-                    return Ok(None);
+                match self.read_frame(writer_open)? {
+                    FrameRead::Batch(batch) => return Ok(Some(batch)),
+                    FrameRead::Skipped => continue,
+                    FrameRead::Wait => return Ok(None),
                 }
-                // Nothing after it can be found: the rest of the segment is lost, counted as when
-                // the spill was opened.
-                warn!(segment = front.name, offset = base, bytes = available, records = lost, error = %unreadable, "skipping the unreadable end of a spill segment");
-                if aside {
-                    // Not a torn end: a frame of another version or byte order, or damage. The
-                    // file is kept (renamed, so that it is not read again) for someone to look at.
-                    let kept = self.dir.join(format!("{}.unreadable", front.name));
-                    match fs::rename(&path, &kept) {
-                        Ok(()) => warn!(kept = %kept.display(), "kept the unreadable spill segment aside"),
-                        Err(error) => {
-                            error!(segment = %path.display(), %error, "cannot rename an unreadable spill segment")
-                        }
-                    }
-                }
-                front.consumed = front.len;
-                self.stats.corrupt.fetch_add(lost, Relaxed);
-                self.stats.backlog.fetch_sub(lost, Relaxed);
-                self.cursor_dirty = true;
-                continue;
             }
             let mut window = (max_bytes as u64 + 1).min(available);
             let data = loop {
@@ -561,6 +519,63 @@ impl Spill {
             self.stats.backlog.fetch_sub(1, Relaxed);
             self.cursor_dirty = true;
         }
+    }
+
+    /// Reads the frame at the front of the first segment (a `.requests` one, not fully sent): a
+    /// chunk of the background task's, a few MiB of lines at most. A damaged frame, or the
+    /// unreadable end of the segment, is skipped and counted.
+    fn read_frame(&mut self, writer_open: bool) -> io::Result<FrameRead> {
+        let Some(front) = self.segments.front_mut() else { return Ok(FrameRead::Wait) };
+        let path = self.dir.join(&front.name);
+        let (base, available) = (front.consumed, front.len - front.consumed);
+        let mut file = File::open(&path)?;
+        let (unreadable, lost) = match read_header(&mut file, base)? {
+            Ok(header) if header.frame_bytes() <= available => {
+                let mut payload = vec![0; header.payload_bytes as usize];
+                file.read_exact(&mut payload)?;
+                let end = base + header.frame_bytes();
+                match Requests::from_frame(&header, payload) {
+                    Ok(requests) => {
+                        let content = Content::Requests(requests);
+                        return Ok(FrameRead::Batch(SpillBatch { content, seq: front.seq, end }));
+                    }
+                    Err(error) => {
+                        let records = u64::from(header.records);
+                        warn!(segment = front.name, offset = base, records, %error, "skipping a damaged spill frame");
+                        front.consumed = end;
+                        self.stats.corrupt.fetch_add(records, Relaxed);
+                        self.stats.backlog.fetch_sub(records, Relaxed);
+                        self.cursor_dirty = true;
+                        return Ok(FrameRead::Skipped);
+                    }
+                }
+            }
+            // Counted as its records (see `count_frames`).
+            Ok(header) => (FrameError::Torn, u64::from(header.records).max(1)),
+            Err(error) => (error, 1),
+        };
+        if writer_open {
+            // Unreachable in practice: the writer only writes whole frames.
+            warn!(segment = front.name, error = %unreadable, "spill segment ends with a partial frame");
+            return Ok(FrameRead::Wait);
+        }
+        // Nothing after it can be found: the rest of the segment is lost, counted as when the
+        // spill was opened.
+        warn!(segment = front.name, offset = base, bytes = available, records = lost, error = %unreadable, "skipping the unreadable end of a spill segment");
+        if matches!(unreadable, FrameError::Unknown(_)) {
+            // Not a torn end: a frame of another version or byte order, or damage. The file is
+            // kept (renamed, so that it is not read again) for someone to look at.
+            let kept = self.dir.join(format!("{}.unreadable", front.name));
+            match fs::rename(&path, &kept) {
+                Ok(()) => warn!(kept = %kept.display(), "kept the unreadable spill segment aside"),
+                Err(error) => error!(segment = %path.display(), %error, "cannot rename an unreadable spill segment"),
+            }
+        }
+        front.consumed = front.len;
+        self.stats.corrupt.fetch_add(lost, Relaxed);
+        self.stats.backlog.fetch_sub(lost, Relaxed);
+        self.cursor_dirty = true;
+        Ok(FrameRead::Skipped)
     }
 
     /// The local sink's batch from `data` (the front of a segment): its whole lines, up to
