@@ -123,8 +123,9 @@ pub struct LogConfig {
     /// writes them: one write (or `PutRecords`) per linger instead of one per request, at busy
     /// times. Records are in memory meanwhile and shutdown flushes them. Default 10 ms (2 ms cost
     /// a tenth more server CPU per logged HTTP request, in wake-ups and device requests); zero
-    /// sends at once. The local sink does not wait it out once one thread's queue holds 256 KiB of
-    /// requests in their compact form (0.7–1 MiB of lines).
+    /// sends at once. The local sink does not wait it out once the threads' queues hold 256 KiB of
+    /// requests in their compact form (0.7–1 MiB of lines), nor Kinesis once a full `PutRecords`
+    /// (500 records) waits.
     pub linger: Duration,
     /// Wait before the first retry of a failed sink attempt; doubles on each further failure
     /// (with jitter). Default 100 ms.

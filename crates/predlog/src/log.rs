@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use crate::config::{LogConfig, SinkTarget};
+use crate::config::{KINESIS_MAX_BATCH_RECORDS, LogConfig, SinkTarget};
 use crate::queued::Requests;
 use crate::record::{PredictionRecord, RequestFields, RideFields};
 use crate::sink::kinesis::KinesisSink;
@@ -206,10 +206,14 @@ impl Shared {
         (queued, waiting, self.stats.memory.load(Relaxed))
     }
 
-    /// Bytes of the requests waiting for the local sink, in all threads' queues (see
-    /// [`EARLY_WRITE_BYTES`]).
-    pub fn waiting_bytes(&self) -> usize {
-        self.slots().list.iter().map(|slot| slot.lock().requests.len()).sum()
+    /// Whether the records waiting are worth taking now rather than at the end of the linger or
+    /// of the delivery under way: for the local sink, [`EARLY_WRITE_BYTES`] of requests in all
+    /// threads' queues; for Kinesis, a full `PutRecords` in the inbox.
+    pub fn worth_a_write(&self) -> bool {
+        if self.keyed {
+            return self.inbox().count >= KINESIS_MAX_BATCH_RECORDS as u64;
+        }
+        self.slots().list.iter().map(|slot| slot.lock().requests.len()).sum::<usize>() >= EARLY_WRITE_BYTES
     }
 
     /// A new queue for a thread, listed for the background task (a closed one, not listed, after
@@ -465,10 +469,13 @@ impl PredictionLog {
     }
 
     /// Adds `count` records to the inbox with `add` (Kinesis); see [`PredictionLog::enqueue_into`].
+    /// The background task is also woken when a full `PutRecords` is waiting.
     fn enqueue(&self, count: usize, add: impl FnOnce(&mut Inbox)) {
         self.enqueue_into(self.inner.shared.inbox(), count, |inbox| {
             add(inbox);
-            false
+            // A full `PutRecords` waiting (counted once `add` returns, see `enqueue_into`).
+            let full = KINESIS_MAX_BATCH_RECORDS as u64;
+            inbox.count < full && inbox.count + count as u64 >= full
         });
     }
 

@@ -79,6 +79,35 @@ async fn every_record_reaches_the_stream_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_put_records_is_sent_without_waiting_out_the_linger() {
+    let Some((_moto, addr)) = start_moto() else { return };
+    let client = kinesis_client(addr);
+    create_stream(&client, "early", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config("early", dir.path());
+    config.linger = Duration::from_secs(60);
+    config.flush_interval = Duration::from_secs(60);
+    let log = PredictionLog::start_with_kinesis_client(config, client.clone()).await.unwrap();
+    // Once the task is idle, the first record starts the linger and a few more wait it out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..100 {
+        log.log(record(i));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(log.counters().sent, 0, "a few records wait for the linger");
+    // A full PutRecords (500) waiting ends the linger; so does each further 500 while one is sent.
+    const N: u64 = 1_200;
+    for i in 100..N {
+        log.log(record(i));
+    }
+    wait_until("a full PutRecords sent", Duration::from_secs(10), || log.counters().sent >= 500).await;
+    let counters = log.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((counters.queued, counters.sent, counters.dropped, counters.spilled), (N, N, 0, 0));
+    let (records, _) = read_stream(&client, "early").await;
+    assert_exactly_once(&records, N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_goes_through_the_spill_exactly_once() {
     let Some((_moto, addr)) = start_moto() else { return };
     let client = kinesis_client(addr);
