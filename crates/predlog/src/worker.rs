@@ -19,7 +19,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
-use crate::format::{Formatter, PATIENCE};
+use crate::format::{Formatted, Formatter, PATIENCE};
 use crate::log::{EARLY_WRITE_BYTES, Shared};
 use crate::queued::{Requests, merge};
 use crate::sink::{Encoded, Sink, record_count};
@@ -394,6 +394,16 @@ async fn pump<F: Future>(buffers: &mut Buffers, control: &mut Control, work: F) 
     }
 }
 
+/// What came from the formatting thread while [`Worker::format`] waited a slice.
+enum FromThread {
+    /// Nothing yet.
+    Nothing,
+    /// The job: its lines, or its buffer when it was skipped.
+    Back(Formatted),
+    /// The thread is gone, and the job with it.
+    Gone,
+}
+
 /// The background task's state.
 pub(crate) struct Worker {
     sink: Sink,
@@ -634,37 +644,33 @@ impl Worker {
             let waited = match ticket.as_mut() {
                 Some(ticket) => {
                     let done = tokio::time::timeout_at(slice, &mut ticket.done);
-                    pump(&mut self.buffers, &mut self.control, done).await.map(Result::ok)
+                    pump(&mut self.buffers, &mut self.control, done).await.map(|done| match done {
+                        Err(_elapsed) => FromThread::Nothing,
+                        Ok(Ok(formatted)) => FromThread::Back(formatted),
+                        Ok(Err(_closed)) => FromThread::Gone,
+                    })
                 }
-                None => {
-                    pump(&mut self.buffers, &mut self.control, tokio::time::sleep_until(slice)).await.map(|()| None)
+                None => pump(&mut self.buffers, &mut self.control, tokio::time::sleep_until(slice))
+                    .await
+                    .map(|()| FromThread::Nothing),
+            };
+            let Some(waited) = waited else {
+                if let Some(ticket) = ticket.take() {
+                    self.formatter.give_up(ticket);
                 }
+                batch.unformatted = Some(Arc::unwrap_or_clone(requests));
+                self.abandon(batch);
+                return None;
             };
             match waited {
-                None => {
-                    if let Some(ticket) = ticket.take() {
-                        self.formatter.give_up(ticket);
-                    }
-                    batch.unformatted = Some(Arc::unwrap_or_clone(requests));
-                    self.abandon(batch);
-                    return None;
-                }
-                Some(None) => {}
-                Some(Some(Ok(Ok(encoded)))) => {
-                    ticket = None;
-                    batch.records.push(encoded);
-                    break;
-                }
-                // Skipped (not asked for), or the thread is gone.
-                Some(Some(Ok(Err(back)))) => {
-                    (ticket, lines) = (None, Some(back));
-                    break;
-                }
-                Some(Some(Err(_))) => {
-                    ticket = None;
-                    break;
-                }
+                FromThread::Nothing => continue,
+                FromThread::Back(Ok(encoded)) => batch.records.push(encoded),
+                // Skipped (not asked for): its buffer back.
+                FromThread::Back(Err(back)) => lines = Some(back),
+                FromThread::Gone => {}
             }
+            ticket = None;
+            break;
         }
         if let Some(ticket) = ticket {
             debug!(records = requests.count(), "no idle core to format the prediction log; formatting here");
