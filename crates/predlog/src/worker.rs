@@ -375,8 +375,8 @@ async fn until(deadline: Option<Instant>) {
 /// Smaller queues are left to the next batch. Taking them at every wake-up cost more than the
 /// rest of the log at one record a request: each record into an empty queue wakes this task
 /// again, so under the HTTP benchmark the task woke for nearly every request while the
-/// formatting thread waited for an idle core (`perf`: ~450 ns a request in wake-ups, taking and
-/// merging tiny queues and their buffers).
+/// formatting thread waited for an idle core (`perf`: ~0.6 µs a request in wake-ups, taking and
+/// merging tiny queues, and fresh buffers for them; docs/benchmarks.md, session 12).
 async fn pump<F: Future>(buffers: &mut Buffers, control: &mut Control, work: F) -> Option<F::Output> {
     tokio::pin!(work);
     let shared = control.shared.clone();

@@ -95,7 +95,7 @@ async fn a_full_put_records_is_sent_without_waiting_out_the_linger() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(log.counters().sent, 0, "a few records wait for the linger");
-    // A full PutRecords (500) waiting ends the linger; so does each further 500 while one is sent.
+    // A full PutRecords (500) waiting ends the linger.
     const N: u64 = 1_200;
     for i in 100..N {
         log.log(record(i));
