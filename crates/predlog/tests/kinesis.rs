@@ -88,13 +88,7 @@ async fn a_full_put_records_is_sent_without_waiting_out_the_linger() {
     config.linger = Duration::from_secs(60);
     config.flush_interval = Duration::from_secs(60);
     let log = PredictionLog::start_with_kinesis_client(config, client.clone()).await.unwrap();
-    // Once the task is idle, the first record starts the linger and a few more wait it out.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for i in 0..100 {
-        log.log(record(i));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(log.counters().sent, 0, "a few records wait for the linger");
+    common::a_few_wait_for_the_linger(&log).await;
     // A full PutRecords (500) waiting ends the linger.
     const N: u64 = 1_200;
     for i in 100..N {

@@ -72,13 +72,7 @@ async fn a_batch_worth_a_write_is_written_without_waiting_out_the_linger() {
     config.linger = Duration::from_secs(60);
     config.flush_interval = Duration::from_secs(60);
     let log = PredictionLog::start(config).await.unwrap();
-    // Once the task is idle, the first record starts the linger and a few more wait it out.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for i in 0..100 {
-        log.log(record(i));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(log.counters().sent, 0, "a few records wait for the linger");
+    common::a_few_wait_for_the_linger(&log).await;
     // ~90 bytes a record while queued (~220 a line): past the early write's 256 KiB (~2,900
     // records) well before the last of these.
     const N: u64 = 8_000;

@@ -54,6 +54,17 @@ pub fn read_segments(dir: &Path) -> (Vec<PredictionRecord>, usize) {
     (records, names.len())
 }
 
+/// Once `log`'s task is idle, logs records 0..100 and checks that they wait out the linger (set
+/// long by the caller): the first record starts it, and a few more do not end it.
+pub async fn a_few_wait_for_the_linger(log: &lightops_predlog::PredictionLog) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..100 {
+        log.log(record(i));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(log.counters().sent, 0, "a few records wait for the linger");
+}
+
 /// Polls `condition` every 20 ms until it holds; panics with `what` after `timeout`.
 pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
