@@ -125,7 +125,7 @@ pub struct LogConfig {
     /// a tenth more server CPU per logged HTTP request, in wake-ups and device requests); zero
     /// sends at once. The local sink does not wait it out once the threads' queues hold 256 KiB of
     /// requests in their compact form (0.7–1 MiB of lines), nor Kinesis once a full `PutRecords`
-    /// (500 records) waits.
+    /// (`kinesis.max_batch_records`) waits.
     pub linger: Duration,
     /// Wait before the first retry of a failed sink attempt; doubles on each further failure
     /// (with jitter). Default 100 ms.

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use crate::config::{KINESIS_MAX_BATCH_RECORDS, LogConfig, SinkTarget};
+use crate::config::{LogConfig, SinkTarget};
 use crate::queued::Requests;
 use crate::record::{PredictionRecord, RequestFields, RideFields};
 use crate::sink::kinesis::KinesisSink;
@@ -166,6 +166,9 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     /// Whether records need a Kinesis partition key.
     pub keyed: bool,
+    /// Records in one request to the sink (Kinesis: `PutRecords`): a full one waiting is worth a
+    /// write at once.
+    full_batch: u64,
     warned_closed: AtomicBool,
 }
 
@@ -211,7 +214,7 @@ impl Shared {
     /// threads' queues; for Kinesis, a full `PutRecords` in the inbox.
     pub fn worth_a_write(&self) -> bool {
         if self.keyed {
-            return self.inbox().count >= KINESIS_MAX_BATCH_RECORDS as u64;
+            return self.inbox().count >= self.full_batch;
         }
         self.slots().list.iter().map(|slot| slot.lock().requests.len()).sum::<usize>() >= EARLY_WRITE_BYTES
     }
@@ -307,6 +310,7 @@ impl PredictionLog {
             notify: Notify::new(),
             stats,
             keyed: sink.keyed(),
+            full_batch: sink.batch_limits().0 as u64,
             warned_closed: AtomicBool::new(false),
         });
         let (shutdown, shutdown_rx) = watch::channel(None);
@@ -474,7 +478,7 @@ impl PredictionLog {
         self.enqueue_into(self.inner.shared.inbox(), count, |inbox| {
             add(inbox);
             // A full `PutRecords` waiting (counted once `add` returns, see `enqueue_into`).
-            let full = KINESIS_MAX_BATCH_RECORDS as u64;
+            let full = self.inner.shared.full_batch;
             inbox.count < full && inbox.count + count as u64 >= full
         });
     }
