@@ -369,12 +369,13 @@ async fn until(deadline: Option<Instant>) {
 
 /// Drives `work` to completion while keeping the housekeeping going and taking the queues
 /// whenever they are worth a write ([`Shared::worth_a_write`]), so that they stay small while a
-/// delivery waits (for the formatting thread, for the sink); `None` if the shutdown deadline
-/// passed first (`work` is then dropped).
+/// delivery waits (for the formatting thread, for the sink), or whenever the spill holds records
+/// (the sink is down or behind: what is taken goes to disk at once, so a crash meanwhile loses
+/// nothing); `None` if the shutdown deadline passed first (`work` is then dropped).
 ///
-/// Smaller queues are left to the next batch. Taking them at every wake-up cost more than the
-/// rest of the log at one record a request: each record into an empty queue wakes this task
-/// again, so under the HTTP benchmark the task woke for nearly every request while the
+/// Otherwise smaller queues are left to the next batch. Taking them at every wake-up cost more
+/// than the rest of the log at one record a request: each record into an empty queue wakes this
+/// task again, so under the HTTP benchmark the task woke for nearly every request while the
 /// formatting thread waited for an idle core (`perf`: ~0.6 µs a request in wake-ups, taking and
 /// merging tiny queues, and fresh buffers for them; docs/benchmarks.md, session 12).
 async fn pump<F: Future>(buffers: &mut Buffers, control: &mut Control, work: F) -> Option<F::Output> {
@@ -387,7 +388,7 @@ async fn pump<F: Future>(buffers: &mut Buffers, control: &mut Control, work: F) 
             () = until(control.deadline) => return None,
             changed = control.shutdown.changed(), if !control.orphaned => control.on_shutdown_change(changed),
             _ = control.tick.tick() => buffers.spill.flush(),
-            () = shared.notify.notified() => if shared.worth_a_write() {
+            () = shared.notify.notified() => if buffers.spill.backlog() > 0 || shared.worth_a_write() {
                 buffers.drain(false);
             },
         }
