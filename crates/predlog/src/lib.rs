@@ -35,7 +35,7 @@ pub use config::{
     KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_BATCH_RECORDS, KINESIS_MAX_RECORD_BYTES, KinesisOptions, LogConfig, SinkTarget,
 };
 pub use consumer::{Batch, DeadLetter, LogSource, Position, SourceCounters, SourceError, SourceResult, SourceTarget};
-pub use log::{Counters, PredictionLog};
+pub use log::{BUFFER_FLUSH_BYTES, BufferedLog, Counters, PredictionLog};
 pub use record::{LineWriter, ModelId, PredictionRecord, RequestFields, RideFeatures, RideFields, SCHEMA_VERSION};
 
 /// Errors of the prediction log.

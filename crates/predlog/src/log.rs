@@ -407,6 +407,12 @@ impl PredictionLog {
         self.log_through_scratch(&request, rides);
     }
 
+    /// A buffer of the caller's own in front of this log, for a task that logs many requests in
+    /// a row (a stream's): see [`BufferedLog`].
+    pub fn buffered(&self) -> BufferedLog {
+        BufferedLog { log: self.clone(), requests: Requests::default() }
+    }
+
     /// Queues a request through this thread's scratch queue (see [`PredictionLog::with_scratch`]).
     fn log_through_scratch<'a>(&self, request: &RequestFields<'_>, rides: impl Iterator<Item = RideFields<'a>>) {
         self.with_scratch(|scratch| {
@@ -544,6 +550,78 @@ impl PredictionLog {
             }
         }
         self.counters()
+    }
+}
+
+/// A caller's own buffer of requests in front of a [`PredictionLog`], for a task that logs many
+/// requests in a row: a stream's, which answers message after message in one poll.
+///
+/// [`BufferedLog::log_request`] puts a request in the buffer, without the lock of the thread's
+/// queue; [`BufferedLog::flush`] moves everything in it to that queue in one go (one lock and one
+/// copy for many requests). Flush before every point where the task may give up its thread (an
+/// `.await` that may wait): then no record waits in the buffer while the task sleeps, and a
+/// stream's records reach its thread's queue in the order it answered them. The buffer also
+/// flushes itself when it holds [`BUFFER_FLUSH_BYTES`], and when it is dropped.
+///
+/// Records a task holds here are queued when it flushes, which may be after other threads have
+/// queued records answered later (by up to one pass of the task, tens of microseconds): see the
+/// ordering notes in `docs/prediction-log.md`. For Kinesis (records serialized one by one on the
+/// caller's thread) it queues each request at once, like [`PredictionLog::log_request`].
+pub struct BufferedLog {
+    log: PredictionLog,
+    requests: Requests,
+}
+
+/// A [`BufferedLog`] holding this many bytes of requests (in the compact form: ~80 bytes a
+/// one-ride request) moves them to the thread's queue at once, so that the buffer stays in the
+/// core's cache.
+pub const BUFFER_FLUSH_BYTES: usize = 32 * 1024;
+
+impl BufferedLog {
+    /// Buffers one request's rides, in order (see [`PredictionLog::log_request`]).
+    pub fn log_request<'a, I>(&mut self, request: RequestFields<'_>, rides: I)
+    where
+        I: IntoIterator<Item = RideFields<'a>>,
+    {
+        if self.log.inner.shared.keyed {
+            self.log.log_request(request, rides);
+            return;
+        }
+        self.requests.push_request(&request, rides);
+        if self.requests.len() >= BUFFER_FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Moves the buffered requests to this thread's queue.
+    pub fn flush(&mut self) {
+        if self.requests.is_empty() {
+            return;
+        }
+        self.log.enqueue_scratch(&mut self.requests);
+        // Emptied by the queue, or refused after shutdown (counted as dropped).
+        self.requests.clear();
+        // A huge request should not keep its memory in a long-lived stream.
+        if self.requests.capacity() > 1 << 20 {
+            self.requests = Requests::default();
+        }
+    }
+
+    /// Records buffered, not yet in the log's queue.
+    pub fn buffered(&self) -> usize {
+        self.requests.count()
+    }
+}
+
+impl Drop for BufferedLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl fmt::Debug for BufferedLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferedLog").field("log", &self.log).field("buffered", &self.buffered()).finish()
     }
 }
 

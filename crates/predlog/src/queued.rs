@@ -240,17 +240,26 @@ impl Requests {
         }
         let start = self.bytes.len();
         self.bytes.extend_from_slice(&other.bytes);
-        // Renumber the models: `other`'s indices are its own.
-        let mut remap = Vec::with_capacity(other.models.len());
-        for model in &other.models {
-            remap.push(self.model_index(model) as u32);
+        // The usual case: the same models at the same indices (one model, the first here too: the
+        // queues are emptied every few ms); checked without allocating, as a stream's buffer is
+        // appended every few messages.
+        let (mut same, mut remap) = (true, Vec::new());
+        for (index, model) in other.models.iter().enumerate() {
+            let to = self.model_index(model);
+            if same && to != index {
+                same = false;
+                remap.extend(0..index as u32);
+            }
+            if !same {
+                remap.push(to as u32);
+            }
         }
-        // The usual case: one model, the first here too (the queues are emptied every few ms).
-        if remap.iter().enumerate().all(|(index, &to)| index == to as usize) {
+        if same {
             self.count += other.count;
             other.clear();
             return;
         }
+        // Renumber the models: `other`'s indices are its own.
         let mut at = start;
         while at < self.bytes.len() {
             let index = read_u32(&self.bytes, at) as usize;

@@ -499,3 +499,70 @@ async fn requests_logged_with_their_shared_fields_give_the_same_records() {
     log.log_request(request, late.iter().map(fields));
     assert_eq!(log.counters().dropped, 9);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffered_log_queues_its_requests_when_flushed_full_or_dropped_in_order() {
+    use std::sync::Arc;
+
+    use lightops_predlog::{BUFFER_FLUSH_BYTES, ModelId, RequestFields, RideFields};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = PredictionLog::start(config(dir.path())).await.unwrap();
+    let model = Arc::new(ModelId { name: "trip_duration".into(), version: "3".into() });
+    let records: Vec<_> = (0..2_000).map(record).collect();
+    let mut next = records.iter();
+    let mut log_one = |buffer: &mut lightops_predlog::BufferedLog| {
+        let record = next.next().unwrap();
+        let request = RequestFields {
+            model: &model,
+            received_at_ms: record.received_at_ms,
+            latency_us: record.latency_us,
+            answered_at: Instant::now(),
+        };
+        let ride = RideFields {
+            ride_id: &record.ride_id,
+            event_time_ms: record.event_time_ms,
+            features: record.features,
+            prediction: record.prediction,
+        };
+        buffer.log_request(request, [ride]);
+    };
+
+    // Buffered requests are not queued until flushed.
+    let mut buffer = log.buffered();
+    for _ in 0..3 {
+        log_one(&mut buffer);
+    }
+    assert_eq!((buffer.buffered(), log.counters().queued), (3, 0));
+    buffer.flush();
+    assert_eq!((buffer.buffered(), log.counters().queued), (0, 3));
+    buffer.flush();
+    assert_eq!(log.counters().queued, 3, "flushing an empty buffer queues nothing");
+    // A full buffer queues itself: a one-ride request takes more than 45 bytes.
+    let mut logged: u64 = 3;
+    while buffer.buffered() > 0 || logged == 3 {
+        log_one(&mut buffer);
+        logged += 1;
+        assert!(logged < 3 + (BUFFER_FLUSH_BYTES / 45) as u64, "still buffering {} records", buffer.buffered());
+    }
+    assert_eq!(log.counters().queued, logged);
+    // Dropping it queues what it holds.
+    for _ in 0..5 {
+        log_one(&mut buffer);
+    }
+    drop(buffer);
+    logged += 5;
+    assert_eq!(log.counters().queued, logged);
+
+    let counters = log.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((counters.queued, counters.sent, counters.dropped), (logged, logged, 0));
+    let (written, _) = read_segments(&dir.path().join("logs"));
+    assert_eq!(ride_ids(&written), expected(0..logged), "in the order they were logged");
+    assert_eq!(written[0].model_version, "3");
+    // After shutdown a flush is refused and counted, and empties the buffer.
+    let mut late = log.buffered();
+    log_one(&mut late);
+    log_one(&mut late);
+    late.flush();
+    assert_eq!((late.buffered(), log.counters().dropped), (0, 2));
+}

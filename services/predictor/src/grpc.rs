@@ -4,9 +4,11 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use futures::Stream;
+use futures::StreamExt;
 use lightops_api::common::v1 as common;
 use lightops_api::predictor::v1 as pb;
-use tokio_stream::StreamExt;
+use lightops_predlog::{BufferedLog, PredictionLog};
+use tokio::sync::mpsc::error::TrySendError;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
@@ -28,11 +30,22 @@ impl PredictorService {
         Self { predictor }
     }
 
-    fn batch(&self, api: Api, rides: Vec<common::Ride>, within: Within) -> Result<pb::PredictBatchResponse, Error> {
+    /// Answers a batch of rides; `buffer` is the stream's log buffer, if any (see
+    /// [`BufferedLog`]).
+    fn batch(
+        &self,
+        api: Api,
+        rides: Vec<common::Ride>,
+        within: Within,
+        buffer: Option<&mut BufferedLog>,
+    ) -> Result<pb::PredictBatchResponse, Error> {
         let started = Instant::now();
         let checked = check_rides(rides, within).map_err(|e| self.predictor.refuse(api, e))?;
         let model = self.predictor.serving().map_err(|e| self.predictor.refuse(api, e))?;
-        let durations = self.predictor.answer(api, &model, &checked, started);
+        let durations = match buffer {
+            Some(buffer) => self.predictor.answer_buffered(api, &model, &checked, started, buffer),
+            None => self.predictor.answer(api, &model, &checked, started),
+        };
         let predictions = checked
             .into_iter()
             .zip(durations)
@@ -106,7 +119,7 @@ impl pb::predictor_server::Predictor for PredictorService {
         &self,
         request: Request<pb::PredictBatchRequest>,
     ) -> Result<Response<pb::PredictBatchResponse>, Status> {
-        Ok(Response::new(self.batch(Api::PredictBatch, request.into_inner().rides, Within::Request)?))
+        Ok(Response::new(self.batch(Api::PredictBatch, request.into_inner().rides, Within::Request, None)?))
     }
 
     type PredictStreamStream = PredictionStream;
@@ -121,16 +134,42 @@ impl pb::predictor_server::Predictor for PredictorService {
         // Answers each message as it arrives, in order; a bad message ends the stream with an
         // error naming it, after the answers to the messages before it.
         let output = async_stream_map(move |tx| async move {
-            while let Some(message) = incoming.next().await {
-                let reply = match message {
-                    Ok(message) => {
-                        service.batch(Api::PredictStream, message.rides, Within::Message(index)).map_err(Status::from)
+            // The stream's records gather in a buffer of its own while messages are ready, and go
+            // to the log's queue (one lock for many) before the task can wait: when no message is
+            // ready, before waiting for room to send an answer, and at the end (on drop).
+            let mut buffer = service.predictor.log.as_ref().map(PredictionLog::buffered);
+            let flush = |buffer: &mut Option<BufferedLog>| {
+                if let Some(buffer) = buffer {
+                    buffer.flush();
+                }
+            };
+            loop {
+                let message = std::future::poll_fn(|cx| {
+                    let next = incoming.poll_next_unpin(cx);
+                    if next.is_pending() {
+                        flush(&mut buffer);
                     }
+                    next
+                })
+                .await;
+                let Some(message) = message else { break };
+                let reply = match message {
+                    Ok(message) => service
+                        .batch(Api::PredictStream, message.rides, Within::Message(index), buffer.as_mut())
+                        .map_err(Status::from),
                     Err(status) => Err(status),
                 };
                 index += 1;
                 let failed = reply.is_err();
-                if tx.send(reply).await.is_err() || failed {
+                let sent = match tx.try_send(reply) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(reply)) => {
+                        flush(&mut buffer);
+                        tx.send(reply).await.is_ok()
+                    }
+                    Err(TrySendError::Closed(_)) => false,
+                };
+                if !sent || failed {
                     break;
                 }
             }

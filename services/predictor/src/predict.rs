@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use lightops_api::common::v1 as common;
 use lightops_ml::Ride;
-use lightops_predlog::{PredictionLog, RequestFields, RideFeatures, RideFields};
+use lightops_predlog::{BufferedLog, PredictionLog, RequestFields, RideFeatures, RideFields};
 
 use crate::error::{Error, Result};
 use crate::metrics::{Api, Metrics};
@@ -88,27 +88,53 @@ impl Predictor {
 
     /// Scores checked rides with `model`, logs one record per ride and records metrics.
     pub fn answer(&self, api: Api, model: &LoadedModel, rides: &[RideIn], started: Instant) -> Vec<f64> {
+        self.answer_logging(api, model, rides, started, None)
+    }
+
+    /// Like [`Predictor::answer`], with the records put in `buffer` (a stream's, see
+    /// [`BufferedLog`]) rather than straight into the log's queue.
+    pub fn answer_buffered(
+        &self,
+        api: Api,
+        model: &LoadedModel,
+        rides: &[RideIn],
+        started: Instant,
+        buffer: &mut BufferedLog,
+    ) -> Vec<f64> {
+        self.answer_logging(api, model, rides, started, Some(buffer))
+    }
+
+    fn answer_logging(
+        &self,
+        api: Api,
+        model: &LoadedModel,
+        rides: &[RideIn],
+        started: Instant,
+        buffer: Option<&mut BufferedLog>,
+    ) -> Vec<f64> {
         let predictions: Vec<f64> = rides.iter().map(|r| model.scorer.score(&r.ride)).collect();
         let answered_at = Instant::now();
         let elapsed = answered_at.saturating_duration_since(started);
-        if let Some(log) = &self.log {
+        if buffer.is_some() || self.log.is_some() {
             let received_at_ms = wall_clock_ms(started);
             let latency_us = elapsed.as_micros() as u64;
             let request = RequestFields { model: &model.id, received_at_ms, latency_us, answered_at };
             // Borrowed views: serialized by the log without copying the strings first.
-            log.log_request(
-                request,
-                rides.iter().zip(&predictions).map(|(ride, prediction)| RideFields {
-                    ride_id: &ride.ride_id,
-                    event_time_ms: ride.event_time_ms,
-                    features: RideFeatures {
-                        pu_location_id: ride.ride.pu_location_id,
-                        do_location_id: ride.ride.do_location_id,
-                        trip_distance: ride.ride.trip_distance,
-                    },
-                    prediction: *prediction,
-                }),
-            );
+            let fields = rides.iter().zip(&predictions).map(|(ride, prediction)| RideFields {
+                ride_id: &ride.ride_id,
+                event_time_ms: ride.event_time_ms,
+                features: RideFeatures {
+                    pu_location_id: ride.ride.pu_location_id,
+                    do_location_id: ride.ride.do_location_id,
+                    trip_distance: ride.ride.trip_distance,
+                },
+                prediction: *prediction,
+            });
+            match (buffer, &self.log) {
+                (Some(buffer), _) => buffer.log_request(request, fields),
+                (None, Some(log)) => log.log_request(request, fields),
+                (None, None) => {}
+            }
         }
         self.metrics.answered(api, &predictions, elapsed.as_secs_f64());
         predictions

@@ -334,6 +334,68 @@ async fn every_api_gives_the_model_library_prediction() {
     assert!(first["features"]["PULocationID"].is_i64(), "{first}");
 }
 
+/// A stream's records wait in a buffer of the stream's own while messages keep coming; they must
+/// still reach the log while the stream stays open and idle, and in the order answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_records_are_logged_while_it_stays_open_in_the_order_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (artifact, model) = sample_model(dir.path());
+    let (rides, _) = march_rides(&model, 200);
+    let server = Server::start(&artifact.display().to_string(), None, Some(dir.path())).await;
+    let mut client = PredictorClient::new(server.channel().await);
+    let (requests, outgoing) = tokio::sync::mpsc::channel(256);
+    let mut answers = client
+        .predict_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+        .await
+        .expect("stream")
+        .into_inner();
+    let queued = || async {
+        let (_, text) = http_get(format!("{}/metrics", server.url)).await;
+        text.lines().find_map(|l| {
+            l.strip_prefix("lightops_predictor_log_records_total{state=\"queued\"} ")?.parse::<u64>().ok()
+        })
+    };
+    // A burst of one-ride messages, then the stream stays open, idle.
+    let mut answered = Vec::new();
+    for burst in [&rides[..150], &rides[150..]] {
+        for ride in burst {
+            requests.send(pb::PredictBatchRequest { rides: vec![ride.clone()] }).await.expect("send");
+        }
+        for _ in burst {
+            let message = answers.message().await.expect("answer").expect("not ended");
+            answered.extend(message.predictions.into_iter().map(|p| p.ride_id));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queued().await != Some(answered.len() as u64) {
+            assert!(
+                Instant::now() < deadline,
+                "{:?} of {} records logged while the stream is open",
+                queued().await,
+                answered.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    drop(requests);
+    assert!(answers.message().await.expect("the end").is_none());
+    server.stop().await;
+
+    let mut logged = Vec::new();
+    let mut segments: Vec<_> =
+        std::fs::read_dir(dir.path().join("logs")).expect("logs").map(|entry| entry.expect("entry").path()).collect();
+    segments.sort();
+    for segment in segments.iter().filter(|path| path.is_file()) {
+        let text = std::fs::read_to_string(segment).expect("read");
+        logged.extend(text.lines().map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).expect("record");
+            record["ride_id"].as_str().expect("ride_id").to_owned()
+        }));
+    }
+    let sent: Vec<String> = rides.iter().map(|ride| ride.ride_id.clone()).collect();
+    assert_eq!(answered, sent, "answered in order");
+    assert_eq!(logged, sent, "logged in the order answered");
+}
+
 /// Sends raw bytes as a gRPC message (for malformed protobuf).
 mod raw {
     use bytes::{Buf, BufMut};
