@@ -3,8 +3,7 @@
 use std::pin::Pin;
 use std::time::Instant;
 
-use futures::Stream;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use lightops_api::common::v1 as common;
 use lightops_api::predictor::v1 as pb;
 use lightops_predlog::{BufferedLog, PredictionLog};
