@@ -599,8 +599,11 @@ impl BufferedLog {
             return;
         }
         self.log.enqueue_scratch(&mut self.requests);
-        // Emptied by the queue, or refused after shutdown (counted as dropped).
-        self.requests.clear();
+        // Emptied by the queue (which leaves it the model, for the next requests), or refused
+        // after shutdown (counted as dropped).
+        if !self.requests.is_empty() {
+            self.requests.clear();
+        }
         // A huge request should not keep its memory in a long-lived stream.
         if self.requests.capacity() > 1 << 20 {
             self.requests = Requests::default();

@@ -230,7 +230,19 @@ impl Requests {
         self.models.len() - 1
     }
 
-    /// Moves `other`'s requests to the end of these, leaving `other` empty (with its memory).
+    /// Empties it, keeping the memory and the last model named: requests logged next with the
+    /// same model find it there, without cloning its `Arc` (a shared count that every thread
+    /// logging would otherwise write once per buffer it hands over).
+    fn clear_keeping_last_model(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+        if self.models.len() > 1 {
+            self.models.drain(..self.models.len() - 1);
+        }
+    }
+
+    /// Moves `other`'s requests to the end of these, leaving `other` empty (with its memory, and
+    /// its last model: see [`Requests::clear_keeping_last_model`]).
     pub fn append(&mut self, other: &mut Requests) {
         if self.is_empty() && self.bytes.capacity() < other.bytes.capacity() {
             // Nothing to merge with: take the whole buffer (and give ours back).
@@ -256,7 +268,7 @@ impl Requests {
         }
         if same {
             self.count += other.count;
-            other.clear();
+            other.clear_keeping_last_model();
             return;
         }
         // Renumber the models: `other`'s indices are its own.
@@ -271,7 +283,7 @@ impl Requests {
             }
         }
         self.count += other.count;
-        other.clear();
+        other.clear_keeping_last_model();
     }
 
     /// Writes every record's JSON line (with its newline) to `out`, in order.
@@ -721,6 +733,34 @@ mod tests {
         for (model, n, id) in
             [(&v1, 1, "a"), (&v1, 11, "a2"), (&v2, 2, "b"), (&v2, 3, "c"), (&v1, 4, "d"), (&v2, 5, "e")]
         {
+            want.extend(expected(model, 5, 6, &ride(id, n)));
+        }
+        assert_eq!(String::from_utf8_lossy(&out.lines), String::from_utf8_lossy(&want));
+    }
+
+    #[test]
+    fn an_appended_buffer_keeps_its_last_model_for_the_next_requests() {
+        let v1 = Arc::new(ModelId { name: "m".into(), version: "1".into() });
+        let v2 = Arc::new(ModelId { name: "m".into(), version: "2".into() });
+        let request = |model| RequestFields { model, received_at_ms: 5, latency_us: 6, answered_at: Instant::now() };
+        let (mut queue, mut buffer) = (Requests::default(), Requests::default());
+        queue.push_request(&request(&v1), [ride("q", 1)]);
+        buffer.push_request(&request(&v1), [ride("a", 2)]);
+        buffer.push_request(&request(&v2), [ride("b", 3)]);
+        queue.append(&mut buffer);
+        assert!(buffer.is_empty() && buffer.bytes.is_empty());
+        assert!(buffer.models.len() == 1 && Arc::ptr_eq(&buffer.models[0], &v2), "the last model kept");
+        let counts = Arc::strong_count(&v2);
+        buffer.push_request(&request(&v2), [ride("c", 4)]);
+        assert_eq!(Arc::strong_count(&v2), counts, "the same model: not cloned again");
+        buffer.push_request(&request(&v1), [ride("d", 5)]);
+        queue.append(&mut buffer);
+        assert_eq!(queue.count(), 5);
+
+        let mut out = Encoded::default();
+        queue.encode(&mut LineWriter::default(), &mut out);
+        let mut want = Vec::new();
+        for (model, n, id) in [(&v1, 1, "q"), (&v1, 2, "a"), (&v2, 3, "b"), (&v2, 4, "c"), (&v1, 5, "d")] {
             want.extend(expected(model, 5, 6, &ride(id, n)));
         }
         assert_eq!(String::from_utf8_lossy(&out.lines), String::from_utf8_lossy(&want));
