@@ -44,7 +44,7 @@ pub(crate) const EARLY_WRITE_BYTES: usize = 256 * 1024;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
     /// Records accepted by [`PredictionLog::log`], [`PredictionLog::log_all`] and
-    /// [`PredictionLog::log_request`] since start (not those refused after shutdown, which count
+    /// [`PredictionLog::log_request`] (and by a [`BufferedLog`], once flushed) since start (not those refused after shutdown, which count
     /// only as `dropped`).
     pub queued: u64,
     /// Records acknowledged by the sink (including those sent from the spill).
@@ -564,8 +564,9 @@ impl PredictionLog {
 /// flushes itself when it holds [`BUFFER_FLUSH_BYTES`], and when it is dropped.
 ///
 /// Records a task holds here are queued when it flushes, which may be after other threads have
-/// queued records answered later (by up to one pass of the task, tens of microseconds): see the
-/// ordering notes in `docs/prediction-log.md`. For Kinesis (records serialized one by one on the
+/// queued records answered later (within one pass of the task: until it would wait, or 32 KiB of
+/// requests; tens to hundreds of microseconds under load): see the ordering notes in
+/// `docs/prediction-log.md`. For Kinesis (records serialized one by one on the
 /// caller's thread) it queues each request at once, like [`PredictionLog::log_request`].
 pub struct BufferedLog {
     log: PredictionLog,
