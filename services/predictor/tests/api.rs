@@ -105,6 +105,23 @@ impl Server {
     }
 }
 
+/// The prediction log's lines under `dir/logs`, its segments read in name order (the order they
+/// were written).
+fn log_lines(dir: &Path) -> Vec<String> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.join("logs"))
+        .expect("logs")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.is_file())
+        .collect();
+    segments.sort();
+    segments
+        .iter()
+        .flat_map(|segment| {
+            std::fs::read_to_string(segment).expect("read").lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// A blocking HTTP call on a worker thread: (status, body).
 async fn http(url: String, content_type: Option<&'static str>, body: Vec<u8>) -> (u16, String) {
     tokio::task::spawn_blocking(move || {
@@ -322,11 +339,7 @@ async fn every_api_gives_the_model_library_prediction() {
     server.stop().await;
 
     // Every answered ride is in the prediction log: 50 + 300 + 300 + 300 + 300 + 40 + 1.
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir.path().join("logs")).expect("logs") {
-        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
-        lines.extend(text.lines().map(str::to_owned));
-    }
+    let lines = log_lines(dir.path());
     let curl_ran = lines.len() == 1291;
     assert!(lines.len() == 1290 || curl_ran, "{} records", lines.len());
     let first: serde_json::Value = serde_json::from_str(&lines[0]).expect("record");
@@ -380,17 +393,13 @@ async fn a_streams_records_are_logged_while_it_stays_open_in_the_order_answered(
     assert!(answers.message().await.expect("the end").is_none());
     server.stop().await;
 
-    let mut logged = Vec::new();
-    let mut segments: Vec<_> =
-        std::fs::read_dir(dir.path().join("logs")).expect("logs").map(|entry| entry.expect("entry").path()).collect();
-    segments.sort();
-    for segment in segments.iter().filter(|path| path.is_file()) {
-        let text = std::fs::read_to_string(segment).expect("read");
-        logged.extend(text.lines().map(|line| {
+    let logged: Vec<String> = log_lines(dir.path())
+        .iter()
+        .map(|line| {
             let record: serde_json::Value = serde_json::from_str(line).expect("record");
             record["ride_id"].as_str().expect("ride_id").to_owned()
-        }));
-    }
+        })
+        .collect();
     let sent: Vec<String> = rides.iter().map(|ride| ride.ride_id.clone()).collect();
     assert_eq!(answered, sent, "answered in order");
     assert_eq!(logged, sent, "logged in the order answered");
