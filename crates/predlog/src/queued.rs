@@ -166,11 +166,17 @@ impl Requests {
         header[16..24].copy_from_slice(&request.latency_us.to_ne_bytes());
         header[24..32].copy_from_slice(&nanos(request.answered_at).to_ne_bytes());
         self.bytes.extend_from_slice(&header);
+        // Should the caller's iterator panic, the request is cut off again: a header that does not
+        // count its rides would make everything after it unreadable (for a buffer that is still
+        // handed over as it is dropped, see `BufferedLog`).
+        let mut guard = CutOnUnwind { bytes: &mut self.bytes, to: header_at };
         let mut rides_pushed: u32 = 0;
         for ride in rides {
-            self.push_ride(&ride);
+            push_ride(guard.bytes, &ride);
             rides_pushed += 1;
         }
+        guard.to = usize::MAX;
+        drop(guard);
         if rides_pushed == 0 {
             self.bytes.truncate(header_at);
             return;
@@ -200,22 +206,6 @@ impl Requests {
             prediction: record.prediction,
         };
         self.push_request(&request, [ride]);
-    }
-
-    fn push_ride(&mut self, ride: &RideFields<'_>) {
-        let mut fixed = [0u8; RIDE_BYTES];
-        let id = ride.ride_id.as_bytes();
-        fixed[..8].copy_from_slice(&ride.event_time_ms.unwrap_or(0).to_ne_bytes());
-        fixed[8..16].copy_from_slice(&ride.features.pu_location_id.to_ne_bytes());
-        fixed[16..24].copy_from_slice(&ride.features.do_location_id.to_ne_bytes());
-        fixed[24..32].copy_from_slice(&ride.features.trip_distance.to_ne_bytes());
-        fixed[32..40].copy_from_slice(&ride.prediction.to_ne_bytes());
-        fixed[40] = u8::from(ride.event_time_ms.is_some());
-        // Ride ids are short (the predictor takes at most 256 bytes): one over 4 GiB is cut.
-        let id = &id[..id.len().min(u32::MAX as usize)];
-        fixed[41..45].copy_from_slice(&(id.len() as u32).to_ne_bytes());
-        self.bytes.extend_from_slice(&fixed);
-        self.bytes.extend_from_slice(id);
     }
 
     /// The index in `models` of `model`, added unless it is the last one (the same, or equal:
@@ -440,6 +430,38 @@ impl Requests {
             at += RIDE_BYTES + id_len;
         }
         at
+    }
+}
+
+/// Appends one ride of a request (see [`Requests`]).
+fn push_ride(bytes: &mut Vec<u8>, ride: &RideFields<'_>) {
+    let mut fixed = [0u8; RIDE_BYTES];
+    let id = ride.ride_id.as_bytes();
+    fixed[..8].copy_from_slice(&ride.event_time_ms.unwrap_or(0).to_ne_bytes());
+    fixed[8..16].copy_from_slice(&ride.features.pu_location_id.to_ne_bytes());
+    fixed[16..24].copy_from_slice(&ride.features.do_location_id.to_ne_bytes());
+    fixed[24..32].copy_from_slice(&ride.features.trip_distance.to_ne_bytes());
+    fixed[32..40].copy_from_slice(&ride.prediction.to_ne_bytes());
+    fixed[40] = u8::from(ride.event_time_ms.is_some());
+    // Ride ids are short (the predictor takes at most 256 bytes): one over 4 GiB is cut.
+    let id = &id[..id.len().min(u32::MAX as usize)];
+    fixed[41..45].copy_from_slice(&(id.len() as u32).to_ne_bytes());
+    bytes.extend_from_slice(&fixed);
+    bytes.extend_from_slice(id);
+}
+
+/// Cuts `bytes` back to `to` when dropped: while a panic unwinds (disarmed with `usize::MAX`
+/// otherwise).
+struct CutOnUnwind<'a> {
+    bytes: &'a mut Vec<u8>,
+    to: usize,
+}
+
+impl Drop for CutOnUnwind<'_> {
+    fn drop(&mut self) {
+        if self.to != usize::MAX {
+            self.bytes.truncate(self.to);
+        }
     }
 }
 

@@ -566,3 +566,45 @@ async fn a_buffered_log_queues_its_requests_when_flushed_full_or_dropped_in_orde
     late.flush();
     assert_eq!((late.buffered(), log.counters().dropped), (0, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rides_iterator_that_panics_leaves_a_buffered_log_readable() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Arc;
+
+    use lightops_predlog::{ModelId, PredictionRecord, RequestFields, RideFields};
+
+    fn fields(record: &PredictionRecord) -> RideFields<'_> {
+        RideFields {
+            ride_id: &record.ride_id,
+            event_time_ms: record.event_time_ms,
+            features: record.features,
+            prediction: record.prediction,
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = PredictionLog::start(config(dir.path())).await.unwrap();
+    let model = Arc::new(ModelId { name: "trip_duration".into(), version: "3".into() });
+    let request = RequestFields { model: &model, received_at_ms: 1, latency_us: 2, answered_at: Instant::now() };
+    let records: Vec<_> = (0..4).map(record).collect();
+    let mut buffer = log.buffered();
+    buffer.log_request(request, [fields(&records[0])]);
+    // A caller's iterator that panics after one ride: that request is left out whole.
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        buffer.log_request(
+            request,
+            records[1..3].iter().enumerate().map(|(i, record)| {
+                assert!(i == 0, "a caller's bug");
+                fields(record)
+            }),
+        );
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(buffer.buffered(), 1);
+    buffer.log_request(request, [fields(&records[3])]);
+    drop(buffer);
+    let counters = log.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((counters.queued, counters.sent, counters.dropped), (2, 2, 0));
+    let (written, _) = read_segments(&dir.path().join("logs"));
+    assert_eq!(ride_ids(&written), [records[0].ride_id.clone(), records[3].ride_id.clone()]);
+}

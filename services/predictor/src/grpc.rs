@@ -1,6 +1,7 @@
 //! `lightops.predictor.v1.Predictor` over gRPC.
 
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Instant;
 
 use futures::{Stream, StreamExt};
@@ -143,10 +144,19 @@ impl pb::predictor_server::Predictor for PredictorService {
                 }
             };
             loop {
+                // Each message takes a unit of tokio's cooperative budget (as the channel's `send`
+                // did before `try_send`), so that a client that keeps the stream full still lets
+                // the worker run its other tasks; the buffer is flushed before yielding.
                 let message = std::future::poll_fn(|cx| {
+                    let Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
+                        flush(&mut buffer);
+                        return Poll::Pending;
+                    };
                     let next = incoming.poll_next_unpin(cx);
                     if next.is_pending() {
                         flush(&mut buffer);
+                    } else {
+                        coop.made_progress();
                     }
                     next
                 })
