@@ -559,9 +559,11 @@ impl PredictionLog {
 /// [`BufferedLog::log_request`] puts a request in the buffer, without the lock of the thread's
 /// queue; [`BufferedLog::flush`] moves everything in it to that queue in one go (one lock and one
 /// copy for many requests). Flush before every point where the task may give up its thread (an
-/// `.await` that may wait): then no record waits in the buffer while the task sleeps, and a
+/// `.await` that may wait, or a yield for tokio's cooperative budget): then no record waits in
+/// the buffer while the task sleeps, and a
 /// stream's records reach its thread's queue in the order it answered them. The buffer also
-/// flushes itself when it holds [`BUFFER_FLUSH_BYTES`], and when it is dropped.
+/// flushes itself when it holds [`BUFFER_FLUSH_BYTES`], and when it is dropped (a request whose
+/// rides iterator panicked is left out whole).
 ///
 /// Records a task holds here are queued when it flushes, which may be after other threads have
 /// queued records answered later (within one pass of the task: until it would wait, or 32 KiB of
