@@ -22,6 +22,16 @@ fn expected(range: std::ops::Range<u64>) -> Vec<String> {
     range.map(|i| record(i).ride_id).collect()
 }
 
+/// A record's ride as the predictor logs it: a borrowed view.
+fn fields(record: &lightops_predlog::PredictionRecord) -> lightops_predlog::RideFields<'_> {
+    lightops_predlog::RideFields {
+        ride_id: &record.ride_id,
+        event_time_ms: record.event_time_ms,
+        features: record.features,
+        prediction: record.prediction,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_arrive_in_order_across_size_rotated_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -429,7 +439,7 @@ async fn a_records_iterator_that_logs_itself_is_logged_too() {
 async fn requests_logged_with_their_shared_fields_give_the_same_records() {
     use std::sync::Arc;
 
-    use lightops_predlog::{ModelId, PredictionRecord, RequestFields, RideFields};
+    use lightops_predlog::{ModelId, PredictionRecord, RequestFields};
 
     /// An iterator that gives more rides than its size hint promises.
     struct Understated<I>(I);
@@ -447,14 +457,6 @@ async fn requests_logged_with_their_shared_fields_give_the_same_records() {
     let log = PredictionLog::start(config(dir.path())).await.unwrap();
     let v3 = Arc::new(ModelId { name: "trip_duration".into(), version: "3".into() });
     let v4 = Arc::new(ModelId { name: "trip_duration".into(), version: "4".into() });
-    fn fields(record: &PredictionRecord) -> RideFields<'_> {
-        RideFields {
-            ride_id: &record.ride_id,
-            event_time_ms: record.event_time_ms,
-            features: record.features,
-            prediction: record.prediction,
-        }
-    }
     let mut expected = Vec::new();
     let mut next = 0;
     // Requests of 1, 3, 4 (encoded in place), 5 and 100 rides (through the scratch buffer), one
@@ -504,7 +506,7 @@ async fn requests_logged_with_their_shared_fields_give_the_same_records() {
 async fn a_buffered_log_queues_its_requests_when_flushed_full_or_dropped_in_order() {
     use std::sync::Arc;
 
-    use lightops_predlog::{BUFFER_FLUSH_BYTES, ModelId, RequestFields, RideFields};
+    use lightops_predlog::{BUFFER_FLUSH_BYTES, ModelId, RequestFields};
 
     let dir = tempfile::tempdir().unwrap();
     let log = PredictionLog::start(config(dir.path())).await.unwrap();
@@ -519,13 +521,7 @@ async fn a_buffered_log_queues_its_requests_when_flushed_full_or_dropped_in_orde
             latency_us: record.latency_us,
             answered_at: Instant::now(),
         };
-        let ride = RideFields {
-            ride_id: &record.ride_id,
-            event_time_ms: record.event_time_ms,
-            features: record.features,
-            prediction: record.prediction,
-        };
-        buffer.log_request(request, [ride]);
+        buffer.log_request(request, [fields(record)]);
     };
 
     // Buffered requests are not queued until flushed.
@@ -572,16 +568,8 @@ async fn a_rides_iterator_that_panics_leaves_a_buffered_log_readable() {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     use std::sync::Arc;
 
-    use lightops_predlog::{ModelId, PredictionRecord, RequestFields, RideFields};
+    use lightops_predlog::{ModelId, RequestFields};
 
-    fn fields(record: &PredictionRecord) -> RideFields<'_> {
-        RideFields {
-            ride_id: &record.ride_id,
-            event_time_ms: record.event_time_ms,
-            features: record.features,
-            prediction: record.prediction,
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let log = PredictionLog::start(config(dir.path())).await.unwrap();
     let model = Arc::new(ModelId { name: "trip_duration".into(), version: "3".into() });
