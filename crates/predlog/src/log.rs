@@ -35,6 +35,10 @@ const IN_PLACE_RIDES: usize = 4;
 /// few writes (under a thousand a second at 1 GB/s).
 pub(crate) const EARLY_WRITE_BYTES: usize = 256 * 1024;
 
+/// A thread's scratch buffer or a stream's [`BufferedLog`] that grew past this (a request with a
+/// huge batch) is let go rather than kept.
+const KEEP_BUFFER_BYTES: usize = 1 << 20;
+
 /// A snapshot of the log's counters.
 ///
 /// At rest (nothing in flight), `queued + recovered == sent + spill_backlog + queue_depth +
@@ -447,7 +451,7 @@ impl PredictionLog {
                 scratch.clear();
                 work(&mut scratch);
                 // A request with a huge batch should not keep its memory on this thread.
-                if scratch.capacity() > 1 << 20 {
+                if scratch.capacity() > KEEP_BUFFER_BYTES {
                     *scratch = Requests::default();
                 }
             }
@@ -608,7 +612,7 @@ impl BufferedLog {
             self.requests.clear();
         }
         // A huge request should not keep its memory in a long-lived stream.
-        if self.requests.capacity() > 1 << 20 {
+        if self.requests.capacity() > KEEP_BUFFER_BYTES {
             self.requests = Requests::default();
         }
     }

@@ -42,10 +42,7 @@ impl PredictorService {
         let started = Instant::now();
         let checked = check_rides(rides, within).map_err(|e| self.predictor.refuse(api, e))?;
         let model = self.predictor.serving().map_err(|e| self.predictor.refuse(api, e))?;
-        let durations = match buffer {
-            Some(buffer) => self.predictor.answer_buffered(api, &model, &checked, started, buffer),
-            None => self.predictor.answer(api, &model, &checked, started),
-        };
+        let durations = self.predictor.answer_with(api, &model, &checked, started, buffer);
         let predictions = checked
             .into_iter()
             .zip(durations)

@@ -88,23 +88,12 @@ impl Predictor {
 
     /// Scores checked rides with `model`, logs one record per ride and records metrics.
     pub fn answer(&self, api: Api, model: &LoadedModel, rides: &[RideIn], started: Instant) -> Vec<f64> {
-        self.answer_logging(api, model, rides, started, None)
+        self.answer_with(api, model, rides, started, None)
     }
 
-    /// Like [`Predictor::answer`], with the records put in `buffer` (a stream's, see
-    /// [`BufferedLog`]) rather than straight into the log's queue.
-    pub fn answer_buffered(
-        &self,
-        api: Api,
-        model: &LoadedModel,
-        rides: &[RideIn],
-        started: Instant,
-        buffer: &mut BufferedLog,
-    ) -> Vec<f64> {
-        self.answer_logging(api, model, rides, started, Some(buffer))
-    }
-
-    fn answer_logging(
+    /// Like [`Predictor::answer`]; with a `buffer` (a stream's, see [`BufferedLog`]) the records
+    /// go there rather than straight into the log's queue.
+    pub fn answer_with(
         &self,
         api: Api,
         model: &LoadedModel,
