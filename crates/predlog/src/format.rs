@@ -34,7 +34,7 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(1);
 pub(crate) type Formatted = Result<Encoded, Vec<u8>>;
 
 struct Job {
-    requests: Arc<Requests>,
+    requests: Arc<Vec<Requests>>,
     lines: Vec<u8>,
     cancel: Arc<AtomicBool>,
     done: oneshot::Sender<Formatted>,
@@ -72,7 +72,9 @@ impl Formatter {
                 }
                 let mut out = Encoded { lines: job.lines, count: 0, key: String::new() };
                 out.lines.clear();
-                job.requests.encode(&mut writer, &mut out);
+                for requests in job.requests.iter() {
+                    requests.encode(&mut writer, &mut out);
+                }
                 drop(job.requests);
                 let _ = job.done.send(Ok(out));
             }
@@ -110,9 +112,10 @@ impl Formatter {
         true
     }
 
-    /// Sends `requests` to the thread (see [`Formatter::ready`]); their lines come on the
-    /// ticket (in `lines`, cleared first). `Err` gives `lines` back when there is no thread.
-    pub fn submit(&mut self, requests: Arc<Requests>, lines: Vec<u8>) -> Result<Ticket, Vec<u8>> {
+    /// Sends chunks of requests to the thread (see [`Formatter::ready`]); their lines, in order,
+    /// come on the ticket (in `lines`, cleared first). `Err` gives `lines` back when there is no
+    /// thread.
+    pub fn submit(&mut self, requests: Arc<Vec<Requests>>, lines: Vec<u8>) -> Result<Ticket, Vec<u8>> {
         let Some(jobs) = &self.jobs else { return Err(lines) };
         let (done, receiver) = oneshot::channel();
         let cancel = Arc::new(AtomicBool::new(false));
@@ -133,12 +136,15 @@ impl Formatter {
         self.abandoned = Some(ticket);
     }
 
-    /// Formats `requests` here, into `lines` (or a buffer the thread handed back).
-    pub fn format_here(&mut self, requests: &Requests, lines: Option<Vec<u8>>) -> Encoded {
+    /// Formats chunks of requests here, in order, into `lines` (or a buffer the thread handed
+    /// back).
+    pub fn format_here(&mut self, requests: &[Requests], lines: Option<Vec<u8>>) -> Encoded {
         let mut lines = lines.or_else(|| self.spare.take()).unwrap_or_default();
         lines.clear();
         let mut out = Encoded { lines, count: 0, key: String::new() };
-        requests.encode(&mut self.writer, &mut out);
+        for requests in requests {
+            requests.encode(&mut self.writer, &mut out);
+        }
         out
     }
 }
@@ -163,8 +169,9 @@ mod tests {
     use super::*;
     use crate::record::{PredictionRecord, RideFeatures, SCHEMA_VERSION};
 
-    fn requests() -> Arc<Requests> {
-        let record = PredictionRecord {
+    /// Two chunks of one request each, rides "r1" and "r2".
+    fn requests() -> Arc<Vec<Requests>> {
+        let mut record = PredictionRecord {
             schema: SCHEMA_VERSION,
             ride_id: "r1",
             event_time_ms: None,
@@ -175,9 +182,11 @@ mod tests {
             model_version: "1",
             latency_us: 7,
         };
-        let mut requests = Requests::default();
-        requests.push_record(&record, std::time::Instant::now());
-        Arc::new(requests)
+        let mut chunks = vec![Requests::default(), Requests::default()];
+        chunks[0].push_record(&record, std::time::Instant::now());
+        record.ride_id = "r2";
+        chunks[1].push_record(&record, std::time::Instant::now());
+        Arc::new(chunks)
     }
 
     #[test]
@@ -187,8 +196,11 @@ mod tests {
         let requests = requests();
         let ticket = formatter.submit(requests.clone(), Vec::with_capacity(4096)).expect("a thread");
         let out = ticket.done.blocking_recv().expect("handed back").expect("formatted");
-        assert_eq!(out.count, 1);
+        assert_eq!(out.count, 2);
         assert!(out.lines.capacity() >= 4096, "the buffer given");
+        let text = String::from_utf8(out.lines.clone()).expect("utf-8");
+        let ids: Vec<_> = text.lines().map(|line| line.split('"').nth(5).expect("a ride id")).collect();
+        assert_eq!(ids, ["r1", "r2"], "the chunks' lines, in order");
         assert_eq!(out.lines, formatter.format_here(&requests, None).lines);
     }
 
@@ -209,7 +221,7 @@ mod tests {
         // Its buffer serves the next batch formatted here.
         assert_eq!(formatter.spare.as_deref(), Some(&[1, 2, 3][..]));
         let out = formatter.format_here(&requests, None);
-        assert!(formatter.spare.is_none() && out.count == 1);
+        assert!(formatter.spare.is_none() && out.count == 2);
 
         let mut none = Formatter::none();
         assert!(!none.ready());

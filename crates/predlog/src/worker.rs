@@ -41,8 +41,10 @@ enum Origin {
 struct Batch {
     /// Chunks of records still to send (the failed entries after a partial failure).
     records: Vec<Encoded>,
-    /// Requests (local sink) still to be turned into `records`, which are empty meanwhile.
-    unformatted: Option<Requests>,
+    /// Chunks of requests (local sink), in order, still to be turned into `records`, which are
+    /// empty meanwhile. Kept apart rather than appended into one: that copy of every request
+    /// showed in profiles, and the formatter writes their lines one after the other all the same.
+    unformatted: Vec<Requests>,
     origin: Origin,
     /// Records of the batch already acknowledged.
     acked: usize,
@@ -566,8 +568,8 @@ impl Worker {
                 Ok(Some(batch)) => {
                     let origin = Origin::Spill { seq: batch.seq, end: batch.end };
                     let (records, unformatted) = match batch.content {
-                        Content::Lines(records) => (records, None),
-                        Content::Requests(requests) => (Vec::new(), Some(requests)),
+                        Content::Lines(records) => (records, Vec::new()),
+                        Content::Requests(requests) => (Vec::new(), vec![requests]),
                     };
                     return Ok(Some(Batch { records, unformatted, origin, acked: 0 }));
                 }
@@ -579,21 +581,18 @@ impl Worker {
             }
         }
         if !self.buffers.keyed {
-            // The oldest chunk of requests, with the next ones while it is small.
-            let buffers = &mut self.buffers;
-            let Some(mut requests) = buffers.pending_requests.pop_front() else { return Ok(None) };
-            while requests.len() < DRAIN_CHUNK_BYTES
-                && let Some(mut next) = buffers.pending_requests.pop_front()
+            // The oldest chunk of requests, with the next ones while they are small together.
+            let pending = &mut self.buffers.pending_requests;
+            let Some(first) = pending.pop_front() else { return Ok(None) };
+            let mut bytes = first.len();
+            let mut chunks = vec![first];
+            while bytes < DRAIN_CHUNK_BYTES
+                && let Some(next) = pending.pop_front()
             {
-                requests.append(&mut next);
-                buffers.recycle_requests(next);
+                bytes += next.len();
+                chunks.push(next);
             }
-            return Ok(Some(Batch {
-                records: Vec::new(),
-                unformatted: Some(requests),
-                origin: Origin::Memory,
-                acked: 0,
-            }));
+            return Ok(Some(Batch { records: Vec::new(), unformatted: chunks, origin: Origin::Memory, acked: 0 }));
         }
         let pending = &mut self.buffers.pending;
         let mut chunks = 0;
@@ -612,7 +611,7 @@ impl Worker {
         }
         Ok(Some(Batch {
             records: pending.drain(..chunks).collect(),
-            unformatted: None,
+            unformatted: Vec::new(),
             origin: Origin::Memory,
             acked: 0,
         }))
@@ -623,8 +622,10 @@ impl Worker {
     /// the formatting here to a batch per `PATIENCE`) or when closing. `None` if the shutdown
     /// deadline passed meanwhile: the batch was then put back.
     async fn format(&mut self, mut batch: Batch) -> Option<Batch> {
-        let Some(requests) = batch.unformatted.take() else { return Some(batch) };
-        let requests = Arc::new(requests);
+        if batch.unformatted.is_empty() {
+            return Some(batch);
+        }
+        let requests = Arc::new(std::mem::take(&mut batch.unformatted));
         let mut lines = Some(self.buffers.recycled.pop().unwrap_or_default());
         let mut ticket = None;
         let until = Instant::now() + PATIENCE;
@@ -659,7 +660,7 @@ impl Worker {
                 if let Some(ticket) = ticket.take() {
                     self.formatter.give_up(ticket);
                 }
-                batch.unformatted = Some(Arc::unwrap_or_clone(requests));
+                batch.unformatted = Arc::unwrap_or_clone(requests);
                 self.abandon(batch);
                 return None;
             };
@@ -674,14 +675,15 @@ impl Worker {
             break;
         }
         if let Some(ticket) = ticket {
-            debug!(records = requests.count(), "no idle core to format the prediction log; formatting here");
+            let records: usize = requests.iter().map(Requests::count).sum();
+            debug!(records, "no idle core to format the prediction log; formatting here");
             self.formatter.give_up(ticket);
         }
         if batch.records.is_empty() {
             batch.records.push(self.formatter.format_here(&requests, lines));
         }
-        if let Some(requests) = Arc::into_inner(requests) {
-            self.buffers.recycle_requests(requests);
+        for chunk in Arc::into_inner(requests).into_iter().flatten() {
+            self.buffers.recycle_requests(chunk);
         }
         Some(batch)
     }
@@ -762,8 +764,15 @@ impl Worker {
     /// Puts back what is left of a batch that will not be retried now, ahead of everything else.
     fn abandon(&mut self, batch: Batch) {
         let stats = self.buffers.shared.stats.clone();
-        let content = match batch.unformatted {
-            Some(requests) => Content::Requests(requests),
+        let mut chunks = batch.unformatted.into_iter();
+        let content = match chunks.next() {
+            // One frame in the spill (a rare path: the copy does not matter).
+            Some(mut requests) => {
+                for mut chunk in chunks {
+                    requests.append(&mut chunk);
+                }
+                Content::Requests(requests)
+            }
             None => Content::Lines(batch.records),
         };
         let count = content.count() as u64;
