@@ -260,8 +260,8 @@ impl Spill {
     fn write_lines(file: &mut File, records: &[Encoded]) -> io::Result<u64> {
         let mut written = 0;
         for chunk in records {
-            file.write_all(&chunk.lines)?;
-            written += chunk.lines.len() as u64;
+            file.write_all(chunk.text())?;
+            written += chunk.text().len() as u64;
         }
         Ok(written)
     }
@@ -593,7 +593,7 @@ impl Spill {
             end = memchr::memchr_iter(b'\n', &data).nth(count - 1).map_or(end, |at| at + 1);
         }
         data.truncate(end);
-        Encoded { lines: data, count, key: String::new() }
+        Encoded { lines: data, count, ..Encoded::default() }
     }
 
     /// Marks a batch as sent up to `end`; `released` records leave the backlog.

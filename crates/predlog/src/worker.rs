@@ -626,6 +626,8 @@ impl Worker {
             return Some(batch);
         }
         let requests = Arc::new(std::mem::take(&mut batch.unformatted));
+        // Nothing else writes to the sink before this batch: where its lines will start is known.
+        let lead = self.sink.lead();
         let mut lines = Some(self.buffers.recycled.pop().unwrap_or_default());
         let mut ticket = None;
         let until = Instant::now() + PATIENCE;
@@ -633,7 +635,7 @@ impl Worker {
         while !self.control.closing() && Instant::now() < until {
             // Not ready: the thread has not handed back a batch given up on; wait all the same.
             if ticket.is_none() && self.formatter.ready() {
-                match self.formatter.submit(requests.clone(), lines.take().unwrap_or_default()) {
+                match self.formatter.submit(requests.clone(), lines.take().unwrap_or_default(), lead) {
                     Ok(submitted) => ticket = Some(submitted),
                     Err(back) => {
                         lines = Some(back);
@@ -680,7 +682,7 @@ impl Worker {
             self.formatter.give_up(ticket);
         }
         if batch.records.is_empty() {
-            batch.records.push(self.formatter.format_here(&requests, lines));
+            batch.records.push(self.formatter.format_here(&requests, lines, lead));
         }
         for chunk in Arc::into_inner(requests).into_iter().flatten() {
             self.buffers.recycle_requests(chunk);

@@ -12,6 +12,12 @@
 //! covers it.)
 //! Written by hand: no maintained crate does this append pattern, and it is small.
 //!
+//! Copying every write into the staging buffer was the largest part of the log's work left on the
+//! server's own threads (~20 ns a record at one ride per request). So a chunk can be laid out for
+//! a write in place instead ([`make_room`], [`AppendFile::append_in_place`]): its lines start
+//! where, once the last partial block is copied in front of them, whole blocks begin on a block
+//! boundary in memory; only that partial block is copied.
+//!
 //! Where `O_DIRECT` is refused (a filesystem without it, another OS), everything goes through the
 //! page cache as before.
 
@@ -150,6 +156,53 @@ impl AppendFile {
         }
     }
 
+    /// Bytes of the block the next append starts in that come before it: what a buffer laid out
+    /// by [`make_room`] for [`AppendFile::append_in_place`] must leave room for. 0 when writes
+    /// go through the page cache.
+    pub fn lead(&self) -> usize {
+        if self.direct.is_some() { self.tail.len() } else { 0 }
+    }
+
+    /// [`AppendFile::append`] of `buffer[start..]`, without copying it when it was laid out for
+    /// this file's [`AppendFile::lead`] by [`make_room`]: the partial block still in memory is
+    /// copied into the room before `start` (which this overwrites), and the whole blocks go out
+    /// from `buffer` directly. Any other layout is appended the usual way.
+    pub fn append_in_place(&mut self, buffer: &mut [u8], start: usize) -> io::Result<()> {
+        let lead = self.tail.len();
+        let fits = self.direct.is_some()
+            && lead <= start
+            && buffer[start - lead..].as_ptr().align_offset(BLOCK) == 0
+            && buffer.len() - start + lead >= BLOCK;
+        if !fits {
+            return self.append(&buffer[start..]);
+        }
+        buffer[start - lead..start].copy_from_slice(&self.tail);
+        let blocks = &buffer[start - lead..];
+        let whole = blocks.len() / BLOCK * BLOCK;
+        let written = match &self.direct {
+            Some(direct) => crate::blocking(|| direct.write_all_at(&blocks[..whole], self.blocks)),
+            None => return self.append(&buffer[start..]),
+        };
+        match written {
+            Ok(()) => {
+                self.blocks += whole as u64;
+                self.tail.clear();
+                self.tail.extend_from_slice(&blocks[whole..]);
+                self.tail_written = 0;
+                Ok(())
+            }
+            Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
+                info!(%error, "direct writes refused; writing the prediction log through the page cache");
+                self.direct = None;
+                self.append_buffered(&buffer[start..])
+            }
+            Err(error) => {
+                let _ = self.file.set_len(self.blocks + self.tail_written as u64);
+                Err(error)
+            }
+        }
+    }
+
     /// Writes the part of the last block still only in memory, through the page cache (readers
     /// see it at once; the next direct write rewrites the block whole).
     pub fn flush(&mut self) -> io::Result<()> {
@@ -173,6 +226,20 @@ impl Drop for AppendFile {
     fn drop(&mut self) {
         let _ = self.flush();
     }
+}
+
+/// Empties `lines` and lays it out for lines that [`AppendFile::append_in_place`] can write
+/// without copying them, to a file whose [`AppendFile::lead`] is `lead`: fills it with `room`
+/// bytes (returned) such that `lines[room - lead..]` starts on a block boundary in memory, and
+/// reserves `expected` bytes after them. Lines that outgrow that move the buffer, and are then
+/// copied as before.
+pub(crate) fn make_room(lines: &mut Vec<u8>, lead: usize, expected: usize) -> usize {
+    let lead = lead % BLOCK;
+    lines.clear();
+    lines.reserve(BLOCK + lead + expected);
+    let room = lines.as_ptr().align_offset(BLOCK) + lead;
+    lines.resize(room, 0);
+    room
 }
 
 /// A `BLOCK`-aligned slice of `len` bytes in `staging` (grown to the largest window once).
@@ -220,6 +287,46 @@ mod tests {
                 file.flush().expect("flush");
                 assert_eq!(std::fs::read(&path).expect("read"), expected, "after write {i} of {size} bytes");
             }
+        }
+        file.sync_all().expect("sync");
+        assert_eq!(std::fs::read(&path).expect("read"), expected);
+    }
+
+    #[test]
+    fn lines_laid_out_for_the_lead_are_written_in_place_and_others_as_usual() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment");
+        let mut file = AppendFile::create_new(&path).expect("create");
+        let mut expected = Vec::new();
+        let mut append = |file: &mut AppendFile, i: usize, size: usize, lead: usize| {
+            let data: Vec<u8> = (0..size).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect();
+            let mut buffer = vec![9; 3];
+            let room = make_room(&mut buffer, lead, size);
+            assert!(buffer[..room].iter().all(|b| *b == 0), "room, emptied first");
+            buffer.extend_from_slice(&data);
+            file.append_in_place(&mut buffer, room).expect("append");
+            expected.extend_from_slice(&data);
+            assert_eq!(file.len(), expected.len() as u64);
+            let on_disk = std::fs::read(&path).expect("read");
+            assert!(expected.starts_with(&on_disk), "after write {i} of {size} bytes: a prefix");
+            if i.is_multiple_of(2) {
+                file.flush().expect("flush");
+                assert_eq!(std::fs::read(&path).expect("read"), expected, "after write {i} of {size} bytes");
+            }
+        };
+        // From a block boundary, from partial blocks, less than a block, exactly blocks.
+        for (i, size) in [10, 5000, 4086, 3 * BLOCK + 17, 1, 2 * BLOCK, 700, 9000].into_iter().enumerate() {
+            let lead = file.lead();
+            append(&mut file, i, size, lead);
+        }
+        if file.is_direct() {
+            assert!(file.staging.is_empty(), "nothing went through the staging buffer");
+        }
+        // Laid out for another lead: copied as usual, the same bytes in the file.
+        let lead = file.lead() + 1;
+        append(&mut file, 8, 2 * BLOCK + 5, lead);
+        if file.is_direct() {
+            assert!(!file.staging.is_empty(), "this one went through the staging buffer");
         }
         file.sync_all().expect("sync");
         assert_eq!(std::fs::read(&path).expect("read"), expected);

@@ -83,7 +83,16 @@ impl LocalSink {
         &self.dir
     }
 
-    /// Appends the chunks' lines, rotating segments as needed (a chunk is split at a line
+    /// Where in its block the next write to the open segment starts ([`AppendFile::lead`]): 0
+    /// when a new segment will be opened for it (none is open, or this one is old enough to go).
+    pub fn lead(&self) -> usize {
+        match &self.segment {
+            Some(segment) if segment.opened.elapsed() < self.segment_age => segment.file.lead(),
+            _ => 0,
+        }
+    }
+
+    /// Appends the chunks' lines (after each one's `room`), rotating segments as needed (a chunk is split at a line
     /// boundary when it does not fit the segment). When an error stops the batch midway, the chunk
     /// it stopped in is cut to its unwritten lines and the indices of the unwritten chunks are
     /// returned; `Err` means nothing was written.
@@ -91,7 +100,7 @@ impl LocalSink {
         // Age is checked once per batch (a clock read per record showed in profiles).
         let mut too_old = self.segment.as_ref().is_some_and(|segment| segment.opened.elapsed() >= self.segment_age);
         for index in 0..records.len() {
-            let mut offset = 0;
+            let mut offset = records[index].room;
             while offset < records[index].lines.len() {
                 let rest = &records[index].lines[offset..];
                 let used = self.segment.as_ref().map_or(0, |segment| segment.file.len());
@@ -117,7 +126,11 @@ impl LocalSink {
                     {
                         return self.failed(error, records, index, offset);
                     }
-                    if let Err(error) = self.write(&records[index].lines[offset..offset + piece]) {
+                    // The room before the lines is free to write in (see `Encoded::room`), before
+                    // the first piece only.
+                    let chunk = &mut records[index];
+                    let in_place = offset == chunk.room;
+                    if let Err(error) = self.write(&mut chunk.lines[..offset + piece], offset, in_place) {
                         return self.failed(error, records, index, offset);
                     }
                     offset += piece;
@@ -143,18 +156,21 @@ impl LocalSink {
             return Err(SinkError(format!("write to {}: {error}", self.dir.display())));
         }
         let chunk = &mut records[index];
-        chunk.count -= chunk.lines[..offset].iter().filter(|b| **b == b'\n').count();
+        chunk.count -= chunk.lines[chunk.room..offset].iter().filter(|b| **b == b'\n').count();
         chunk.lines.drain(..offset);
+        chunk.room = 0;
         warn!(dir = %self.dir.display(), %error, "log segment write failed midway");
         Ok((index..records.len()).collect())
     }
 
-    /// Writes whole lines to the open segment; on error, cuts it back to its last complete line.
-    fn write(&mut self, lines: &[u8]) -> io::Result<()> {
+    /// Writes whole lines, `buffer[start..]`, to the open segment (`in_place`: the bytes before
+    /// `start` are room it may write in; see [`AppendFile::append_in_place`]); on error, cuts it
+    /// back to its last complete line.
+    fn write(&mut self, buffer: &mut [u8], start: usize, in_place: bool) -> io::Result<()> {
         let Some(segment) = self.segment.as_mut() else {
             return Err(io::Error::other("no open segment"));
         };
-        segment.file.append(lines)
+        if in_place { segment.file.append_in_place(buffer, start) } else { segment.file.append(&buffer[start..]) }
     }
 
     fn open_segment(&mut self) -> io::Result<()> {
@@ -277,6 +293,15 @@ mod tests {
         chunk
     }
 
+    /// `chunk` laid out for a sink whose next write starts `lead` bytes into a block (the lines
+    /// after room, as the formatter makes them).
+    fn roomy(mut chunk: Encoded, lead: usize) -> Encoded {
+        let text = std::mem::take(&mut chunk.lines);
+        chunk.room = crate::sink::append::make_room(&mut chunk.lines, lead, text.len());
+        chunk.lines.extend_from_slice(&text);
+        chunk
+    }
+
     /// The closed segments' contents, in order.
     fn segments(dir: &Path) -> Vec<String> {
         let mut names: Vec<_> = fs::read_dir(dir).expect("list").map(|entry| entry.expect("entry").path()).collect();
@@ -292,12 +317,34 @@ mod tests {
         let mut huge = Encoded::default();
         huge.lines.extend_from_slice(format!("{{\"n\":\"{}\"}}\n", "x".repeat(50)).as_bytes());
         huge.count = 1;
-        let mut batch = vec![chunk(0..2), chunk(2..9), huge.clone(), chunk(9..10)];
+        let mut batch = vec![chunk(0..2), roomy(chunk(2..9), 7), huge.clone(), roomy(chunk(9..10), 0)];
         assert_eq!(sink.send(&mut batch).expect("send"), Vec::<usize>::new());
         sink.close();
         let lines = |range: std::ops::Range<usize>| range.map(|i| format!("{{\"n\":{i:03}}}\n")).collect::<String>();
         let huge = String::from_utf8(huge.lines).expect("utf-8");
         assert_eq!(segments(dir.path()), [lines(0..3), lines(3..6), lines(6..9), huge, lines(9..10)]);
+    }
+
+    #[test]
+    fn chunks_laid_out_for_the_sink_are_written_whole_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let segment_bytes = 3 * 4096 + 100;
+        let mut sink = LocalSink::open(dir.path(), segment_bytes, Duration::from_secs(60)).expect("open");
+        let mut all = Vec::new();
+        // ~5,000 bytes a chunk: whole blocks in place, a partial one carried, segments rotated.
+        for first in (0..3000).step_by(450) {
+            let chunk = chunk(first..first + 450);
+            all.extend_from_slice(&chunk.lines);
+            let mut batch = vec![roomy(chunk, sink.lead())];
+            assert!(sink.send(&mut batch).expect("send").is_empty());
+        }
+        sink.close();
+        let segments = segments(dir.path());
+        assert!(segments.len() > 2, "rotated");
+        for segment in &segments {
+            assert!(segment.ends_with('\n') && segment.len() as u64 <= segment_bytes, "whole lines, within the size");
+        }
+        assert_eq!(segments.concat().into_bytes(), all, "every line once, in order");
     }
 
     #[test]
@@ -309,11 +356,11 @@ mod tests {
         assert!(sink.send(&mut first).expect("send").is_empty());
         // The open segment stays writable, but the next one cannot be created.
         fs::remove_dir_all(&dir).expect("remove the directory");
-        let mut batch = vec![chunk(5..25), chunk(25..30)];
+        let mut batch = vec![roomy(chunk(5..25), sink.lead()), chunk(25..30)];
         let failed = sink.send(&mut batch).expect("part of the batch was written");
         assert_eq!(failed, [0, 1]);
         assert_eq!((batch[0].count, batch[1].count), (15, 5), "5 lines of the first chunk were written");
-        assert_eq!(batch[0].lines, chunk(10..25).lines);
+        assert_eq!((batch[0].room, &batch[0].lines), (0, &chunk(10..25).lines), "its room went with them");
         // Nothing at all written: an error.
         let mut batch = vec![chunk(30..31)];
         assert!(sink.send(&mut batch).is_err());

@@ -1,6 +1,6 @@
 //! The destinations: local JSON-lines segments ([`local`]) and Kinesis ([`kinesis`]).
 
-mod append;
+pub(crate) mod append;
 pub(crate) mod kinesis;
 pub(crate) mod local;
 
@@ -21,8 +21,13 @@ pub(crate) const LOCAL_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// allocation each and leave in one `write` per linger.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Encoded {
-    /// The records' JSON, each line followed by a newline.
+    /// The records' JSON, each line followed by a newline, after `room`.
     pub lines: Vec<u8>,
+    /// Bytes at the front of `lines` that are not lines: room for the local sink to put the
+    /// start of its segment's last block in, so that it writes the lines without copying them
+    /// (see [`AppendFile::append_in_place`](append::AppendFile::append_in_place)). 0 but for
+    /// chunks formatted for the local sink.
+    pub room: usize,
     /// How many records (lines) `lines` holds.
     pub count: usize,
     /// The Kinesis partition key (of the one record); empty for the local sink.
@@ -33,7 +38,7 @@ impl Encoded {
     /// Serializes one record; `keyed` computes the Kinesis partition key.
     pub fn new<S: AsRef<str>>(record: &PredictionRecord<S>, keyed: bool) -> Self {
         // Most records are 200–260 bytes: one allocation instead of growing from 128.
-        let mut encoded = Encoded { lines: Vec::with_capacity(320), count: 0, key: String::new() };
+        let mut encoded = Encoded { lines: Vec::with_capacity(320), ..Encoded::default() };
         encoded.push(record);
         if keyed {
             encoded.key = partition_key(record.ride_id.as_ref());
@@ -47,7 +52,7 @@ impl Encoded {
         lines.extend_from_slice(json);
         lines.push(b'\n');
         let key = if keyed { partition_key(ride_id) } else { String::new() };
-        Encoded { lines, count: 1, key }
+        Encoded { lines, count: 1, key, room: 0 }
     }
 
     /// Appends one record's line to this chunk (a keyed chunk holds only one).
@@ -65,14 +70,20 @@ impl Encoded {
         self.count += 1;
     }
 
+    /// The lines (after `room`).
+    pub fn text(&self) -> &[u8] {
+        &self.lines[self.room..]
+    }
+
     /// The JSON of a single-record chunk, without the newline (a Kinesis record's data).
     pub fn json(&self) -> &[u8] {
-        self.lines.strip_suffix(b"\n").unwrap_or(&self.lines)
+        let text = self.text();
+        text.strip_suffix(b"\n").unwrap_or(text)
     }
 
     /// Bytes counted against the sink's limits: the JSON (without newlines) plus the partition key.
     pub fn size(&self) -> usize {
-        self.lines.len() - self.count + self.key.len()
+        self.text().len() - self.count + self.key.len()
     }
 }
 
@@ -125,6 +136,15 @@ impl Sink {
     }
 
     /// Whether records need a partition key.
+    /// Where in its block the local sink's next write starts ([`local::LocalSink::lead`]); `None` for
+    /// Kinesis.
+    pub fn lead(&self) -> Option<usize> {
+        match self {
+            Sink::Local(sink) => Some(sink.lead()),
+            Sink::Kinesis(_) => None,
+        }
+    }
+
     pub fn keyed(&self) -> bool {
         matches!(self, Sink::Kinesis(_))
     }
