@@ -155,9 +155,7 @@ fn format_into(writer: &mut LineWriter, requests: &[Requests], lines: Vec<u8>, l
     let mut out = Encoded { lines, ..Encoded::default() };
     out.lines.clear();
     if let Some(lead) = lead {
-        // A usual line is about four times its requests' compact bytes (~230 against ~55); an
-        // unusual one that outgrows this is copied when written, as before.
-        let expected = requests.iter().map(Requests::len).sum::<usize>() * 5;
+        let expected = requests.iter().map(Requests::lines_bytes_estimate).sum();
         out.room = make_room(&mut out.lines, lead, expected);
     }
     for chunk in requests {

@@ -149,6 +149,15 @@ impl Requests {
         self.bytes.capacity()
     }
 
+    /// About how many bytes its lines take, more than most: ~5 times its compact bytes (a usual
+    /// line is ~230 bytes against ~55), plus the longest model's name and version per record (the
+    /// compact form holds those once). Lines that take more are fine, only slower to write (see
+    /// [`crate::sink::append::make_room`]).
+    pub fn lines_bytes_estimate(&self) -> usize {
+        let model = self.models.iter().map(|model| model.name.len() + model.version.len()).max().unwrap_or(0);
+        self.bytes.len() * 5 + self.count * model
+    }
+
     /// Empties it, keeping the memory.
     pub fn clear(&mut self) {
         self.bytes.clear();

@@ -113,8 +113,9 @@ const RECYCLE_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// The most memory kept per buffer for the requests taken from the queues (a few times what makes
 /// an early write, so that a busy server keeps it, but not what a backlog grew it to).
 const RECYCLE_MAX_REQUEST_BYTES: usize = 4 * EARLY_WRITE_BYTES;
-/// Request chunks kept for reuse.
-const RECYCLE_REQUEST_CHUNKS: usize = 4;
+/// Request chunks kept for reuse: a batch holds a few (up to ~4) until they are formatted, and
+/// the queues are drained into others meanwhile.
+const RECYCLE_REQUEST_CHUNKS: usize = 8;
 /// The requests (in their compact form) of one chunk taken from the threads' queues (see
 /// [`Buffers::drain_queues`]), and so of one spill frame and one formatting job: a few early
 /// writes' worth (~4 MiB of lines), so that the usual drain is one chunk. A chunk ends after the
@@ -188,7 +189,8 @@ impl Buffers {
 
     /// Keeps an emptied chunk of requests for the next drain.
     fn recycle_requests(&mut self, mut chunk: Requests) {
-        // A batch merges chunks up to about twice the chunk size.
+        // A drain's chunk ends a request past `DRAIN_CHUNK_BYTES`; one read back from the spill
+        // can be larger.
         if self.spare_requests.len() < RECYCLE_REQUEST_CHUNKS && chunk.capacity() <= 4 * DRAIN_CHUNK_BYTES {
             chunk.clear();
             self.spare_requests.push(chunk);
@@ -772,6 +774,7 @@ impl Worker {
             Some(mut requests) => {
                 for mut chunk in chunks {
                     requests.append(&mut chunk);
+                    self.buffers.recycle_requests(chunk);
                 }
                 Content::Requests(requests)
             }

@@ -171,7 +171,7 @@ impl AppendFile {
         let lead = self.tail.len();
         let fits = self.direct.is_some()
             && lead <= start
-            && buffer[start - lead..].as_ptr().align_offset(BLOCK) == 0
+            && buffer[start - lead..].as_ptr().addr().is_multiple_of(BLOCK)
             && buffer.len() - start + lead >= BLOCK;
         if !fits {
             return self.append(&buffer[start..]);
@@ -237,7 +237,7 @@ pub(crate) fn make_room(lines: &mut Vec<u8>, lead: usize, expected: usize) -> us
     let lead = lead % BLOCK;
     lines.clear();
     lines.reserve(BLOCK + lead + expected);
-    let room = lines.as_ptr().align_offset(BLOCK) + lead;
+    let room = (BLOCK - lines.as_ptr().addr() % BLOCK) % BLOCK + lead;
     lines.resize(room, 0);
     room
 }
@@ -247,7 +247,7 @@ fn aligned(staging: &mut Vec<u8>, len: usize) -> &mut [u8] {
     if staging.len() < len + BLOCK {
         *staging = vec![0; STAGING_BYTES.max(len) + BLOCK];
     }
-    let start = staging.as_ptr().align_offset(BLOCK);
+    let start = (BLOCK - staging.as_ptr().addr() % BLOCK) % BLOCK;
     &mut staging[start..start + len]
 }
 

@@ -92,10 +92,10 @@ impl LocalSink {
         }
     }
 
-    /// Appends the chunks' lines (after each one's `room`), rotating segments as needed (a chunk is split at a line
-    /// boundary when it does not fit the segment). When an error stops the batch midway, the chunk
-    /// it stopped in is cut to its unwritten lines and the indices of the unwritten chunks are
-    /// returned; `Err` means nothing was written.
+    /// Appends the chunks' lines (after each one's `room`), rotating segments as needed (a chunk
+    /// is split at a line boundary when it does not fit the segment). When an error stops the
+    /// batch midway, the chunk it stopped in is cut to its unwritten lines and the indices of the
+    /// unwritten chunks are returned; `Err` means nothing was written.
     pub fn send(&mut self, records: &mut [Encoded]) -> Result<Vec<usize>, SinkError> {
         // Age is checked once per batch (a clock read per record showed in profiles).
         let mut too_old = self.segment.as_ref().is_some_and(|segment| segment.opened.elapsed() >= self.segment_age);
@@ -152,7 +152,8 @@ impl LocalSink {
         index: usize,
         offset: usize,
     ) -> Result<Vec<usize>, SinkError> {
-        if index == 0 && offset == 0 {
+        // Nothing written yet: the first chunk's lines start after its room.
+        if index == 0 && offset == records[0].room {
             return Err(SinkError(format!("write to {}: {error}", self.dir.display())));
         }
         let chunk = &mut records[index];
@@ -361,10 +362,15 @@ mod tests {
         assert_eq!(failed, [0, 1]);
         assert_eq!((batch[0].count, batch[1].count), (15, 5), "5 lines of the first chunk were written");
         assert_eq!((batch[0].room, &batch[0].lines), (0, &chunk(10..25).lines), "its room went with them");
-        // Nothing at all written: an error.
-        let mut batch = vec![chunk(30..31)];
-        assert!(sink.send(&mut batch).is_err());
-        assert_eq!(batch[0].count, 1);
+        // Nothing at all written: an error, with room before the lines or without.
+        for lead in [None, Some(0), Some(100)] {
+            let mut batch = vec![match lead {
+                Some(lead) => roomy(chunk(30..31), lead),
+                None => chunk(30..31),
+            }];
+            assert!(sink.send(&mut batch).is_err(), "lead {lead:?}");
+            assert_eq!(batch[0].count, 1);
+        }
     }
 
     #[test]

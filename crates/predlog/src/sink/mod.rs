@@ -135,9 +135,8 @@ impl Sink {
         }
     }
 
-    /// Whether records need a partition key.
-    /// Where in its block the local sink's next write starts ([`local::LocalSink::lead`]); `None` for
-    /// Kinesis.
+    /// Where in its block the local sink's next write starts ([`local::LocalSink::lead`]);
+    /// `None` for Kinesis.
     pub fn lead(&self) -> Option<usize> {
         match self {
             Sink::Local(sink) => Some(sink.lead()),
@@ -145,6 +144,7 @@ impl Sink {
         }
     }
 
+    /// Whether records need a partition key.
     pub fn keyed(&self) -> bool {
         matches!(self, Sink::Kinesis(_))
     }
