@@ -1,7 +1,7 @@
-//! What the prediction log costs the request path per record: encoding JSON lines, one record
-//! at a time ([`PredictionRecord::write_json`]) and a request's rides with a [`LineWriter`] (what
-//! [`PredictionLog::log_request`](lightops_predlog::PredictionLog::log_request) does for the local
-//! sink, which the predictor uses).
+//! What formatting the prediction log's JSON lines costs per record: one record at a time
+//! ([`PredictionRecord::write_json`], the Kinesis sink, on the request path) and a request's
+//! rides with a [`LineWriter`] (the local sink, which the predictor uses by default; its lines are
+//! formatted on an idle-priority thread, see `crates/predlog/src/format.rs`).
 //!
 //! The hand-off to the background task is not measured here: a caller logging as fast as it can
 //! saturates the disk within a second, so such a benchmark measures the disk and the spill. The
@@ -25,7 +25,9 @@ fn ride(index: usize, ride_id: &str) -> RideFields<'_> {
         features: RideFeatures {
             pu_location_id: 43 + (index % 200) as i64,
             do_location_id: 151,
-            trip_distance: 0.5 + (index % 97) as f64 * 0.37,
+            // Two decimals, as taxi meters record them (and as a decimal parsed from JSON or
+            // Parquet is held: the double nearest to it).
+            trip_distance: (50 + (index % 97) * 37) as f64 / 100.0,
         },
         prediction: 7.0 + (index % 89) as f64 * 0.123_456_789,
     }
