@@ -103,6 +103,15 @@ impl AppendFile {
             }
             Ok(())
         });
+        self.after_direct(written, offset, rest, data)
+    }
+
+    /// What follows a direct write of the tail and then `data` up to `offset` (whole blocks):
+    /// `rest`, the end of `data` after them, becomes the tail. Should the file take no direct
+    /// writes after all (EINVAL), the tail and `data` go through the page cache from the last
+    /// whole block (the same bytes where the file already has them); on any other error, the file
+    /// goes back to what it held before.
+    fn after_direct(&mut self, written: io::Result<()>, offset: u64, rest: &[u8], data: &[u8]) -> io::Result<()> {
         match written {
             Ok(()) => {
                 self.blocks = offset;
@@ -112,15 +121,11 @@ impl AppendFile {
                 Ok(())
             }
             Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
-                // EINVAL: this file or filesystem takes no direct writes (after all). Write the
-                // tail and `data` through the page cache from the last whole block (the same bytes
-                // where the file already has them).
                 info!(%error, "direct writes refused; writing the prediction log through the page cache");
                 self.direct = None;
                 self.append_buffered(data)
             }
             Err(error) => {
-                // Back to what was in the file before.
                 let _ = self.file.set_len(self.blocks + self.tail_written as u64);
                 Err(error)
             }
@@ -169,38 +174,17 @@ impl AppendFile {
     /// from `buffer` directly. Any other layout is appended the usual way.
     pub fn append_in_place(&mut self, buffer: &mut [u8], start: usize) -> io::Result<()> {
         let lead = self.tail.len();
-        let fits = self.direct.is_some()
-            && lead <= start
+        let fits = lead <= start
             && buffer[start - lead..].as_ptr().addr().is_multiple_of(BLOCK)
             && buffer.len() - start + lead >= BLOCK;
-        if !fits {
+        let (Some(direct), true) = (&self.direct, fits) else {
             return self.append(&buffer[start..]);
-        }
+        };
         buffer[start - lead..start].copy_from_slice(&self.tail);
         let blocks = &buffer[start - lead..];
         let whole = blocks.len() / BLOCK * BLOCK;
-        let written = match &self.direct {
-            Some(direct) => crate::blocking(|| direct.write_all_at(&blocks[..whole], self.blocks)),
-            None => return self.append(&buffer[start..]),
-        };
-        match written {
-            Ok(()) => {
-                self.blocks += whole as u64;
-                self.tail.clear();
-                self.tail.extend_from_slice(&blocks[whole..]);
-                self.tail_written = 0;
-                Ok(())
-            }
-            Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
-                info!(%error, "direct writes refused; writing the prediction log through the page cache");
-                self.direct = None;
-                self.append_buffered(&buffer[start..])
-            }
-            Err(error) => {
-                let _ = self.file.set_len(self.blocks + self.tail_written as u64);
-                Err(error)
-            }
-        }
+        let written = crate::blocking(|| direct.write_all_at(&blocks[..whole], self.blocks));
+        self.after_direct(written, self.blocks + whole as u64, &blocks[whole..], &buffer[start..])
     }
 
     /// Writes the part of the last block still only in memory, through the page cache (readers

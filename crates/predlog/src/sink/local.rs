@@ -87,9 +87,14 @@ impl LocalSink {
     /// when a new segment will be opened for it (none is open, or this one is old enough to go).
     pub fn lead(&self) -> usize {
         match &self.segment {
-            Some(segment) if segment.opened.elapsed() < self.segment_age => segment.file.lead(),
+            Some(segment) if !self.too_old(segment) => segment.file.lead(),
             _ => 0,
         }
+    }
+
+    /// Whether `segment` is old enough to be closed before the next write.
+    fn too_old(&self, segment: &Segment) -> bool {
+        segment.opened.elapsed() >= self.segment_age
     }
 
     /// Appends the chunks' lines (after each one's `room`), rotating segments as needed (a chunk
@@ -98,7 +103,7 @@ impl LocalSink {
     /// unwritten chunks are returned; `Err` means nothing was written.
     pub fn send(&mut self, records: &mut [Encoded]) -> Result<Vec<usize>, SinkError> {
         // Age is checked once per batch (a clock read per record showed in profiles).
-        let mut too_old = self.segment.as_ref().is_some_and(|segment| segment.opened.elapsed() >= self.segment_age);
+        let mut too_old = self.segment.as_ref().is_some_and(|segment| self.too_old(segment));
         for index in 0..records.len() {
             let mut offset = records[index].room;
             while offset < records[index].lines.len() {
