@@ -48,8 +48,8 @@ const KEEP_BUFFER_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
     /// Records accepted by [`PredictionLog::log`], [`PredictionLog::log_all`] and
-    /// [`PredictionLog::log_request`] (and by a [`BufferedLog`], once flushed) since start (not those refused after shutdown, which count
-    /// only as `dropped`).
+    /// [`PredictionLog::log_request`] (and by a [`BufferedLog`], once flushed) since start (not
+    /// those refused after shutdown, which count only as `dropped`).
     pub queued: u64,
     /// Records acknowledged by the sink (including those sent from the spill).
     pub sent: u64,
@@ -564,10 +564,9 @@ impl PredictionLog {
 /// queue; [`BufferedLog::flush`] moves everything in it to that queue in one go (one lock and one
 /// copy for many requests). Flush before every point where the task may give up its thread (an
 /// `.await` that may wait, or a yield for tokio's cooperative budget): then no record waits in
-/// the buffer while the task sleeps, and a
-/// stream's records reach its thread's queue in the order it answered them. The buffer also
-/// flushes itself when it holds [`BUFFER_FLUSH_BYTES`], and when it is dropped (a request whose
-/// rides iterator panicked is left out whole).
+/// the buffer while the task sleeps, and a stream's records reach its thread's queue in the order
+/// it answered them. The buffer also flushes itself when it holds [`BUFFER_FLUSH_BYTES`], and when
+/// it is dropped (a request whose rides iterator panicked is left out whole).
 ///
 /// Records a task holds here are queued when it flushes, which may be after other threads have
 /// queued records answered later (within one pass of the task: until it would wait, or 32 KiB of
